@@ -1,0 +1,3 @@
+from hfuv.cli import main
+
+main()

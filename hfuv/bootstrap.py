@@ -1,0 +1,144 @@
+"""The small program a job runs first. Standard library only; runs on Python 3.9+.
+
+It reassembles the bundle from HFUV_BUNDLE_0, HFUV_BUNDLE_1, …, checks its sha256 against
+HFUV_BUNDLE_SHA256, unpacks it into a work directory (refusing absolute paths, `..` and links),
+makes sure the uv it runs is exactly HFUV_UV_VERSION (installing it when the image has none or
+another), and execs `uv run --frozen` on the shipped script with the job's arguments untouched.
+The script's exit code is the job's.
+"""
+
+import base64
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+
+PREFIX = "hfuv bootstrap:"
+
+
+def fail(message, code=1):
+    sys.stderr.write(PREFIX + " error: " + message + "\n")
+    sys.exit(code)
+
+
+def read_bundle(env):
+    parts = []
+    while "HFUV_BUNDLE_%d" % len(parts) in env:
+        parts.append(env["HFUV_BUNDLE_%d" % len(parts)])
+    if not parts:
+        fail("no HFUV_BUNDLE_0 in the environment; this job was not made by hfuv")
+    try:
+        data = base64.b64decode("".join(parts), validate=True)
+    except ValueError:
+        fail("the bundle is not valid base64")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != env.get("HFUV_BUNDLE_SHA256"):
+        fail("bundle sha256 %s does not match HFUV_BUNDLE_SHA256" % digest)
+    return data
+
+
+def unpack(data, workdir):
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        members = archive.getmembers()
+        for member in members:
+            name = member.name
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+                fail("refusing bundle member %r (absolute path, '..' or link)" % name)
+        for member in members:
+            target = os.path.join(workdir, member.name)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target) or workdir, exist_ok=True)
+            source = archive.extractfile(member)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+
+
+def uv_version_of(path):
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = out.stdout.split()
+    return words[1] if out.returncode == 0 and len(words) >= 2 else None
+
+
+def ensure_uv(version, env):
+    found = shutil.which("uv", path=env.get("PATH"))
+    found_version = uv_version_of(found) if found else None
+    if found_version == version:
+        return found
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.path.join(cache, "hfuv-bootstrap", "uv-" + version)
+    candidate = os.path.join(home, "bin", "uv")
+    if os.path.isfile(candidate) and uv_version_of(candidate) == version:
+        return candidate
+    why = "has uv %s" % found_version if found_version else "has no uv"
+    sys.stderr.write("%s this machine %s; installing uv %s\n" % (PREFIX, why, version))
+    sys.stderr.flush()
+    os.makedirs(os.path.dirname(home), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix="uv-", dir=os.path.dirname(home))
+    if not install_with_pip(version, staging) and not install_with_script(version, staging):
+        fail("could not install uv %s (pip and the astral.sh installer both failed)" % version)
+    if os.path.isdir(home):
+        shutil.rmtree(home, ignore_errors=True)
+    os.replace(staging, home)
+    if uv_version_of(candidate) != version:
+        fail("installed uv %s but %s does not report that version" % (version, candidate))
+    return candidate
+
+
+def install_with_pip(version, target):
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "--no-warn-script-location", "--target", target, "uv==" + version,
+    ]  # fmt: skip
+    try:
+        return subprocess.run(command, stdout=sys.stderr).returncode == 0 and os.path.isfile(
+            os.path.join(target, "bin", "uv")
+        )
+    except OSError:
+        return False
+
+
+def install_with_script(version, target):
+    url = "https://astral.sh/uv/%s/install.sh" % version
+    try:
+        script = urllib.request.urlopen(url, timeout=60).read()
+    except Exception:
+        return False
+    env = dict(os.environ, UV_INSTALL_DIR=os.path.join(target, "bin"), UV_NO_MODIFY_PATH="1")
+    try:
+        done = subprocess.run(["sh", "-s"], input=script, env=env, stdout=sys.stderr)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+def main():
+    env = os.environ
+    for name in ("HFUV_UV_VERSION", "HFUV_SCRIPT", "HFUV_PYTHON"):
+        if not env.get(name):
+            fail("%s is not set; this job was not made by hfuv" % name)
+    data = read_bundle(env)
+    workdir = env.get("HFUV_WORKDIR") or tempfile.mkdtemp(prefix="hfuv-job-")
+    os.makedirs(workdir, exist_ok=True)
+    unpack(data, workdir)
+    uv = ensure_uv(env["HFUV_UV_VERSION"], env)
+    python = env.get("HFUV_INTERPRETER") or env["HFUV_PYTHON"]
+    os.chdir(workdir)
+    argv = [uv, "run", "--frozen", "--python", python, "--script", env["HFUV_SCRIPT"]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(uv, argv + sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""One exception tree, named by what the user must fix.
+
+Every error carries a one-line message that says what is wrong, where, and how to fix it, and the
+exit code the CLI uses for it: 2 for bad input (usage, metadata, option values), 1 for failures.
+"""
+
+from __future__ import annotations
+
+USAGE = 2
+FAILURE = 1
+
+
+class HfuvError(Exception):
+    """Base of every error hfuv reports to the user."""
+
+    exit_code = FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(HfuvError):
+    """An option or argument is invalid; nothing was done."""
+
+    exit_code = USAGE
+
+
+class MetadataError(UsageError):
+    """The script's PEP 723 block is invalid; `where` is `file:line`."""
+
+    def __init__(self, where: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.where = where
+        self.reason = message
+
+
+class ConfigError(UsageError):
+    """A launch-configuration value (flag, [tool.hfuv], [tool.hf-jobs]) is invalid."""
+
+
+class MissingSecretError(UsageError):
+    """A secret was requested by name but has no value here."""
+
+
+class SourceError(HfuvError):
+    """The script could not be read or fetched."""
+
+
+class UvNotFoundError(HfuvError):
+    """No uv binary is available."""
+
+
+class UvError(HfuvError):
+    """uv failed; the message carries uv's own error lines."""
+
+
+class LockError(HfuvError):
+    """The environment could not be locked, or an existing lock is stale."""
+
+
+class PythonNotFoundError(HfuvError):
+    """The chosen Python X.Y is not installed on this machine."""
+
+
+class BundleTooLargeError(HfuvError):
+    """The job's files do not fit in the job's environment."""
+
+
+class NotAvailableError(UsageError):
+    """The feature asked for does not exist yet."""

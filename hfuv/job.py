@@ -1,0 +1,138 @@
+"""The pipeline from a SCRIPT argument to a JobSpec: source → metadata → launch config → lock → spec.
+
+Every way of using a job (dry run, local run, submission) goes through `prepare_job`, so a local
+run executes exactly the JobSpec a dry run prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hfuv import lock, payload, pep723, plan, sources
+from hfuv.cache import cache_dir
+from hfuv.flavors import get_flavor
+
+
+@dataclass(frozen=True)
+class ScriptRequest:
+    """What the user asked to run: the SCRIPT argument and everything about it."""
+
+    script: str
+    args: tuple[str, ...] = ()
+    options: plan.CliOptions = field(default_factory=plan.CliOptions)
+    with_deps: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    gist_file: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the script declares and what would run, before anything is locked."""
+
+    source: sources.ScriptSource
+    metadata: pep723.ScriptMetadata
+    config: plan.LaunchConfig
+    python: str
+    interpreter: str | None
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    inspection: Inspection
+    env: lock.EnvSpec
+    spec: payload.JobSpec
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.inspection.config.warnings
+
+
+def validate_flags(options: plan.CliOptions) -> None:
+    """Reject bad option values before any file is read or any request is made."""
+    if options.timeout is not None:
+        plan.parse_timeout(options.timeout, "--timeout")
+    if options.flavor is not None:
+        get_flavor(options.flavor)
+    for spec in options.volumes:
+        plan.parse_volume(spec, "-v")
+
+
+def inspect_script(request: ScriptRequest, environ: Mapping[str, str] | None = None) -> Inspection:
+    environ = os.environ if environ is None else environ
+    validate_flags(request.options)
+    source = sources.load(
+        request.script,
+        environ=environ,
+        gist_file=request.gist_file,
+        sha256=request.sha256,
+        cache=cache_dir(),
+    )
+    metadata = pep723.parse(source.content, source.name)
+    config = plan.resolve(request.options, metadata.tool, where=source.name, environ=environ)
+    python = lock.choose_python(metadata.requires_python, config.python, source.name)
+    interpreter = config.python if config.python and config.python.startswith("/") else None
+    if interpreter:
+        config.warnings.append(
+            f"python is the interpreter path {interpreter} inside the image; a local run uses "
+            f"Python {python} (chosen from requires-python) instead"
+        )
+    return Inspection(source, metadata, config, python, interpreter)
+
+
+def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None) -> PreparedJob:
+    """Inspect, lock and build the JobSpec for `request`."""
+    inspection = inspect_script(request, environ)
+    env_spec = lock.build_env(
+        inspection.source,
+        inspection.metadata,
+        python=inspection.python,
+        interpreter=inspection.interpreter,
+        with_deps=request.with_deps,
+    )
+    spec = payload.build_job_spec(
+        source=inspection.source,
+        env_spec=env_spec,
+        config=inspection.config,
+        args=request.args,
+        extra_files=payload.collect_extra_files(request.files),
+    )
+    return PreparedJob(inspection, env_spec, spec)
+
+
+def lock_status(inspection: Inspection) -> str:
+    """`none`, `current`, `stale` or `remote` for the SCRIPT.lock beside a local script."""
+    source = inspection.source
+    if source.path is None:
+        return "remote"
+    path = lock.lock_path(source.path)
+    if not path.is_file():
+        return "none"
+    script = lock.shipped_script(source, inspection.metadata, (), inspection.python)
+    current = lock.is_lock_current(
+        source.name, script, path.read_text(encoding="utf-8"), inspection.python
+    )
+    return "current" if current else "stale"
+
+
+def write_lock(
+    request: ScriptRequest, environ: Mapping[str, str] | None = None
+) -> tuple[str, bool]:
+    """`hfuv lock`: write or refresh SCRIPT.lock beside a local script. → (path, changed)."""
+    inspection = inspect_script(request, environ)
+    source = inspection.source
+    if source.path is None:
+        from hfuv.errors import UsageError
+
+        raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
+    lock.reject_local_paths(inspection.metadata, source.name)
+    path = lock.lock_path(source.path)
+    previous = path.read_text(encoding="utf-8") if path.is_file() else None
+    script = lock.shipped_script(source, inspection.metadata, (), inspection.python)
+    text = lock.lock_script(source.name, script, inspection.python, previous=previous)
+    if text == previous:
+        return str(path), False
+    path.write_text(text, encoding="utf-8")
+    return str(path), True

@@ -1,0 +1,246 @@
+"""EnvSpec: the Python X.Y, the shipped copy of the script, and its uv lock.
+
+The lock is made by `uv lock --script` on the *shipped copy* (with `--with` dependencies folded
+into its metadata block, and a block added when there is none) in a scratch directory, so the
+user's files are never touched. An existing `SCRIPT.lock` beside a local script is used when it is
+up to date and refused when stale; `hfuv lock` is the only thing that writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hfuv import pep723, toml_write
+from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
+from hfuv.sources import ScriptSource
+from hfuv.uv import run_uv, summarize_errors, uv_version
+
+SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+PREFERRED_PYTHON = "3.12"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    python: str  # X.Y used to lock and to run, here and in the job
+    interpreter: str | None  # an absolute interpreter path inside a custom image, if given
+    uv_version: str
+    script: bytes  # the shipped copy of the script
+    lock: str  # the text of its uv lock
+    lock_origin: str  # "SCRIPT.lock" when the user's lock was used, else "fresh"
+
+    @property
+    def digest(self) -> str:
+        """sha256 over everything that defines the environment."""
+        blob = json.dumps(
+            [self.python, self.interpreter or "", self.uv_version, self.lock], sort_keys=True
+        ).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def locked_packages(self) -> dict[str, str]:
+        """name → version, as pinned in the lock."""
+        names = re.findall(r'^name = "([^"]+)"\nversion = "([^"]+)"', self.lock, re.MULTILINE)
+        return dict(names)
+
+
+def python_allowed(requires_python: str | None, minor: str) -> bool:
+    if not requires_python:
+        return True
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(requires_python)
+    return any(spec.contains(f"{minor}.{patch}", prereleases=True) for patch in range(0, 40))
+
+
+def choose_python(requires_python: str | None, explicit: str | None, where: str) -> str:
+    """`--python`/launch-table X.Y, else 3.12 if allowed, else the highest allowed version."""
+    if explicit and not explicit.startswith("/"):
+        if not python_allowed(requires_python, explicit):
+            raise ConfigError(
+                f"python {explicit} does not satisfy requires-python {requires_python!r} "
+                f"of {where}",
+                hint="pick another --python or relax requires-python",
+            )
+        return explicit
+    allowed = [v for v in SUPPORTED_PYTHONS if python_allowed(requires_python, v)]
+    if not allowed:
+        raise ConfigError(
+            f"no supported Python ({', '.join(SUPPORTED_PYTHONS)}) satisfies requires-python "
+            f"{requires_python!r} of {where}",
+            hint="relax requires-python",
+        )
+    return PREFERRED_PYTHON if PREFERRED_PYTHON in allowed else allowed[-1]
+
+
+def reject_local_paths(metadata: pep723.ScriptMetadata, where: str) -> None:
+    """Entries that point at this machine's files cannot travel with the job."""
+    uv = metadata.tool_uv
+    for package, entries in (uv.get("sources") or {}).items():
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if isinstance(entry, dict) and "path" in entry:
+                raise MetadataError(
+                    f"{where}:{metadata.line_of(package)}",
+                    f"[tool.uv.sources] {package} points at the local path {entry['path']!r}, "
+                    "which does not exist inside the job",
+                    hint="publish it to an index, use a git or URL source, or drop the entry",
+                )
+    locations: list[tuple[str, str]] = []
+    for index in uv.get("index") or []:
+        if isinstance(index, dict) and isinstance(index.get("url"), str):
+            locations.append(("[[tool.uv.index]]", index["url"]))
+    for key in ("index-url", "extra-index-url", "find-links"):
+        value = uv.get(key)
+        for url in value if isinstance(value, list) else [value]:
+            if isinstance(url, str):
+                locations.append((f"[tool.uv] {key}", url))
+    for label, url in locations:
+        if not re.match(r"[a-z][a-z0-9+.-]*://", url) or url.startswith("file://"):
+            raise MetadataError(
+                f"{where}:{metadata.line_of(url)}",
+                f"{label} points at the local path {url!r}, which does not exist inside the job",
+                hint="serve the index over http(s)",
+            )
+
+
+def shipped_script(
+    source: ScriptSource,
+    metadata: pep723.ScriptMetadata,
+    with_deps: Sequence[str],
+    python: str,
+) -> bytes:
+    """The script as it ships: `--with` folded into its block; a block added when missing."""
+    if metadata.found and not with_deps:
+        return source.content
+    try:
+        text = source.content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MetadataError(
+            f"{source.name}:1",
+            "the script is not UTF-8, so hfuv cannot add the metadata block it needs",
+            hint="save the file as UTF-8",
+        ) from None
+    _check_with(with_deps)
+    if metadata.found:
+        data: dict[str, Any] = dict(metadata.data)
+        deps = list(data.get("dependencies", []))
+        data["dependencies"] = deps + [d for d in with_deps if d not in deps]
+        block = render_block(data)
+        return (text[: metadata.start] + block + text[metadata.end :]).encode()
+    if metadata.shadowed_block_line:
+        raise MetadataError(
+            f"{source.name}:{metadata.shadowed_block_line}",
+            "uv ignores this metadata block because `# /// script` appears earlier in the file "
+            "where it does not start a line",
+            hint="remove or rewrite the earlier `# /// script` text",
+        )
+    block = render_block(
+        {"requires-python": f">={python}", "dependencies": list(dict.fromkeys(with_deps))}
+    )
+    if text.startswith("#!"):
+        newline = text.find("\n")
+        if newline < 0:
+            return (text + "\n" + block).encode()
+        return (text[: newline + 1] + block + text[newline + 1 :]).encode()
+    return (block + text).encode()
+
+
+def render_block(data: dict[str, Any]) -> str:
+    lines = ["# /// script"]
+    for line in toml_write.dumps(data).splitlines():
+        lines.append(f"# {line}" if line else "#")
+    lines.append("# ///")
+    return "\n".join(lines) + "\n"
+
+
+def _check_with(with_deps: Sequence[str]) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for dep in with_deps:
+        try:
+            Requirement(dep)
+        except InvalidRequirement as exc:
+            raise ConfigError(f"invalid --with {dep!r}: {exc}") from None
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def build_env(
+    source: ScriptSource,
+    metadata: pep723.ScriptMetadata,
+    *,
+    python: str,
+    interpreter: str | None,
+    with_deps: Sequence[str] = (),
+) -> EnvSpec:
+    """Lock the shipped copy; reuse an up-to-date `SCRIPT.lock`, refuse a stale one."""
+    reject_local_paths(metadata, source.name)
+    script = shipped_script(source, metadata, with_deps, python)
+    existing = None
+    if source.path is not None and lock_path(source.path).is_file():
+        existing = lock_path(source.path).read_text(encoding="utf-8")
+    if existing is not None and not with_deps:
+        if not is_lock_current(source.name, script, existing, python):
+            raise LockError(
+                f"{lock_path(source.path).name} is out of date with {source.path.name}",
+                hint=f"run `hfuv lock {source.path}` to refresh it",
+            )
+        return EnvSpec(python, interpreter, uv_version(), script, existing,
+                       lock_path(source.path).name)  # fmt: skip
+    lock_text = lock_script(source.name, script, python, previous=existing)
+    return EnvSpec(python, interpreter, uv_version(), script, lock_text, "fresh")
+
+
+def lock_script(name: str, script: bytes, python: str, *, previous: str | None = None) -> str:
+    """Run `uv lock --script` on a copy of `script` in a scratch directory; return the lock."""
+    with tempfile.TemporaryDirectory(prefix="hfuv-lock-") as scratch:
+        target = Path(scratch) / name
+        target.write_bytes(script)
+        if previous is not None:
+            lock_path(target).write_text(previous, encoding="utf-8")
+        result = run_uv(
+            ["lock", "--script", str(target), "--python", python, "--no-progress"],
+            cwd=scratch,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise _lock_failure(name, python, result.stderr)
+        written = lock_path(target)
+        if not written.is_file():
+            raise LockError(f"uv lock wrote no lock for {name}")
+        return written.read_text(encoding="utf-8")
+
+
+def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bool:
+    """True when `uv lock --check` accepts `lock_text` for the shipped `script`."""
+    with tempfile.TemporaryDirectory(prefix="hfuv-lock-") as scratch:
+        target = Path(scratch) / name
+        target.write_bytes(script)
+        lock_path(target).write_text(lock_text, encoding="utf-8")
+        result = run_uv(
+            ["lock", "--script", str(target), "--check", "--python", python, "--no-progress"],
+            cwd=scratch,
+            check=False,
+        )
+        if result.returncode == 0:
+            return True
+        if "needs to be updated" in result.stderr or result.returncode == 1:
+            return False
+        raise _lock_failure(name, python, result.stderr)
+
+
+def _lock_failure(name: str, python: str, stderr: str) -> Exception:
+    message = summarize_errors(stderr)
+    if "No interpreter found" in message or "Failed to inspect Python interpreter" in message:
+        return PythonNotFoundError(
+            f"Python {python} is not installed here, and uv needs it to lock {name}",
+            hint=f"install it (`uv python install {python}`) or choose another with --python",
+        )
+    return LockError(f"could not lock {name}: {message}")

@@ -1,0 +1,237 @@
+"""JobSpec: the exact JSON body of `POST /api/jobs/{namespace}`. Pure and deterministic.
+
+The job carries its own files in a bundle: a gzip-compressed tar (fixed mtimes, owners and
+order), base64-encoded and split in order across HFUV_BUNDLE_0, HFUV_BUNDLE_1, … with
+HFUV_BUNDLE_SHA256 (of the compressed tar) beside them. The command is the bootstrap, an argv
+array; the user's arguments follow it untouched, never spliced into a shell string.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import re
+import tarfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hfuv.errors import BundleTooLargeError, ConfigError
+from hfuv.flavors import Flavor, format_cost, get_flavor
+from hfuv.lock import EnvSpec
+from hfuv.plan import LaunchConfig
+from hfuv.sources import ScriptSource
+
+CHUNK_CHARS = 100 * 1024  # one env string stays far below Linux's 128 KiB limit
+MAX_BUNDLE_CHARS = 900 * 1024  # HF Jobs caps one value at about 1 MB; keep the total below that
+BUNDLE_PREFIX = "HFUV_BUNDLE_"
+RESERVED_PREFIX = "HFUV_"
+ENV_LABEL = "hfuv-env"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    body: dict[str, Any]
+    flavor: Flavor
+    bundle_sha256: str
+    files: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return self.body.get("secrets", {})
+
+    def redacted(self) -> dict[str, Any]:
+        """The body with every secret value replaced by `***`."""
+        body = dict(self.body)
+        if "secrets" in body:
+            body["secrets"] = {key: "***" for key in body["secrets"]}
+        return body
+
+    def estimate(self, jobs: int = 1) -> dict[str, Any]:
+        timeout = self.body["timeoutSeconds"]
+        return {
+            "flavor": self.flavor.name,
+            "usd_per_hour": self.flavor.usd_per_hour,
+            "timeout_seconds": timeout,
+            "jobs": jobs,
+            "max_usd": round(self.flavor.usd_per_hour * timeout / 3600 * jobs, 4),
+            "summary": format_cost(self.flavor, timeout, jobs),
+        }
+
+
+def default_image(uv_version: str, python: str) -> str:
+    return f"ghcr.io/astral-sh/uv:{uv_version}-python{python}-trixie"
+
+
+def bootstrap_source() -> str:
+    return (Path(__file__).parent / "bootstrap.py").read_text(encoding="utf-8")
+
+
+def make_bundle(files: Mapping[str, bytes]) -> bytes:
+    """A reproducible gzip-compressed tar of `files` (name → content)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            archive.addfile(info, io.BytesIO(files[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def split_bundle(bundle: bytes) -> dict[str, str]:
+    encoded = base64.b64encode(bundle).decode("ascii")
+    return {
+        f"{BUNDLE_PREFIX}{index}": encoded[start : start + CHUNK_CHARS]
+        for index, start in enumerate(range(0, len(encoded), CHUNK_CHARS))
+    }
+
+
+def read_bundle(environment: Mapping[str, str]) -> dict[str, bytes]:
+    """The files of a job's bundle, read back from its environment (for tests and inspection)."""
+    parts = []
+    while f"{BUNDLE_PREFIX}{len(parts)}" in environment:
+        parts.append(environment[f"{BUNDLE_PREFIX}{len(parts)}"])
+    data = base64.b64decode("".join(parts))
+    if hashlib.sha256(data).hexdigest() != environment.get("HFUV_BUNDLE_SHA256"):
+        raise ValueError("bundle sha256 mismatch")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return {
+            member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
+            for member in archive.getmembers()
+            if member.isfile()
+        }
+
+
+def collect_extra_files(paths: Sequence[str]) -> dict[str, bytes]:
+    """`--file` paths → bundle name → content. Directories are added recursively."""
+    files: dict[str, bytes] = {}
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise ConfigError(f"--file {given}: no such file or directory")
+        base = _bundle_name(path)
+        if path.is_dir():
+            for item in sorted(p for p in path.rglob("*") if p.is_file()):
+                files[f"{base}/{item.relative_to(path).as_posix()}"] = item.read_bytes()
+        else:
+            files[base] = path.read_bytes()
+    return files
+
+
+def _bundle_name(path: Path) -> str:
+    parts = path.parts
+    if path.is_absolute() or ".." in parts:
+        return path.resolve().name
+    return Path(*parts).as_posix() if parts else path.name
+
+
+def default_name(source: ScriptSource, args: Sequence[str]) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_-]", "-", source.name.removesuffix(".py"))[:60] or "script"
+    digest = hashlib.sha256("\0".join([source.sha256, *args]).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+def build_job_spec(
+    *,
+    source: ScriptSource,
+    env_spec: EnvSpec,
+    config: LaunchConfig,
+    args: Sequence[str],
+    extra_files: Mapping[str, bytes] | None = None,
+) -> JobSpec:
+    """Everything that goes into POST /api/jobs/{namespace}, in the official client's shape."""
+    flavor = get_flavor(config.flavor)
+    lock_name = source.name + ".lock"
+    files = {source.name: env_spec.script, lock_name: env_spec.lock.encode("utf-8")}
+    for name, content in (extra_files or {}).items():
+        if name in files:
+            raise ConfigError(f"--file {name} clashes with the shipped script or its lock")
+        files[name] = content
+    bundle = make_bundle(files)
+    encoded_size = (len(bundle) + 2) // 3 * 4
+    if encoded_size > MAX_BUNDLE_CHARS:
+        biggest = sorted(files, key=lambda n: len(files[n]), reverse=True)[:3]
+        sizes = ", ".join(f"{n} ({len(files[n]) // 1024} KiB)" for n in biggest)
+        raise BundleTooLargeError(
+            f"the job's files take {encoded_size // 1024} KiB encoded, over the "
+            f"{MAX_BUNDLE_CHARS // 1024} KiB that fit in a job's environment; largest: {sizes}",
+            hint="move data to a Hub dataset or bucket and mount it with -v",
+        )
+    for key in config.env:
+        if key.startswith(RESERVED_PREFIX):
+            raise ConfigError(f"env name {key} is reserved for hfuv", hint="rename it")
+
+    environment = dict(config.env)
+    environment.update(
+        {
+            "HFUV_SCRIPT": source.name,
+            "HFUV_SOURCE": source.origin,
+            "HFUV_SOURCE_SHA256": source.sha256,
+            "HFUV_PYTHON": env_spec.python,
+            "HFUV_UV_VERSION": env_spec.uv_version,
+        }
+    )
+    if source.revision:
+        environment["HFUV_SOURCE_REVISION"] = source.revision
+    if env_spec.interpreter:
+        environment["HFUV_INTERPRETER"] = env_spec.interpreter
+    environment.update(split_bundle(bundle))
+    environment["HFUV_BUNDLE_SHA256"] = hashlib.sha256(bundle).hexdigest()
+
+    labels = dict(config.labels)
+    labels.setdefault("name", default_name(source, args))
+    labels[ENV_LABEL] = env_spec.digest[:16]
+
+    interpreter = env_spec.interpreter or "python3"
+    body: dict[str, Any] = {
+        "command": [interpreter, "-c", bootstrap_source(), *args],
+        "arguments": [],
+        "environment": environment,
+        "flavor": flavor.name,
+    }
+    if config.secrets:
+        body["secrets"] = dict(config.secrets)
+    body["timeoutSeconds"] = config.timeout_seconds
+    body["labels"] = labels
+    if config.volumes:
+        body["volumes"] = config.volumes
+    if config.network_group:
+        network: dict[str, Any] = {"group": config.network_group}
+        if config.network_aliases:
+            network["aliases"] = config.network_aliases
+        body["network"] = network
+    image = config.image or default_image(env_spec.uv_version, env_spec.python)
+    space = _space_id(image)
+    if space:
+        body["spaceId"] = space
+    else:
+        body["dockerImage"] = image
+    return JobSpec(
+        body=body,
+        flavor=flavor,
+        bundle_sha256=environment["HFUV_BUNDLE_SHA256"],
+        files=tuple(sorted(files)),
+    )
+
+
+def _space_id(image: str) -> str | None:
+    for prefix in (
+        "https://huggingface.co/spaces/",
+        "https://hf.co/spaces/",
+        "huggingface.co/spaces/",
+        "hf.co/spaces/",
+    ):
+        if image.startswith(prefix):
+            return image[len(prefix) :]
+    return None

@@ -1,0 +1,70 @@
+"""The single place that finds and runs the uv binary."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hfuv.errors import UvError, UvNotFoundError
+
+
+@functools.cache
+def find_uv() -> str:
+    """`HFUV_UV` if set, else the binary of the `uv` package, else `uv` on PATH."""
+    explicit = os.environ.get("HFUV_UV")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise UvNotFoundError(f"HFUV_UV points at {explicit}, which does not exist")
+        return explicit
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise UvNotFoundError(
+        "uv was not found: neither the `uv` Python package nor a `uv` on PATH",
+        hint="pip install 'uv>=0.13,<0.14', or install uv from https://docs.astral.sh/uv/",
+    )
+
+
+@functools.cache
+def uv_version() -> str:
+    """The version of the uv hfuv runs, e.g. `0.13.9`."""
+    out = run_uv(["--version"]).stdout.split()
+    if len(out) < 2:
+        raise UvError(f"unexpected output from `uv --version`: {' '.join(out)!r}")
+    return out[1]
+
+
+def run_uv(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run uv with `args`, capturing output; raise UvError carrying uv's errors on failure."""
+    argv = [find_uv(), *args]
+    merged = dict(os.environ if env is None else env)
+    merged.setdefault("UV_NO_PROGRESS", "1")
+    result = subprocess.run(argv, cwd=cwd, env=merged, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise UvError(f"`uv {' '.join(args[:2])}` failed: {summarize_errors(result.stderr)}")
+    return result
+
+
+def summarize_errors(stderr: str) -> str:
+    """uv's own error text, without progress lines, on one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("error:"):
+            return " ".join(lines[index:])[len("error:") :].strip()
+    return " ".join(lines[-3:]) or "no output"
