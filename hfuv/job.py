@@ -1,4 +1,4 @@
-"""The pipeline from a SCRIPT argument to a JobSpec: source → metadata → launch config → lock → spec.
+"""From a SCRIPT argument to a JobSpec: source → metadata → launch config → lock → spec.
 
 Every way of using a job (dry run, local run, submission) goes through `prepare_job`, so a local
 run executes exactly the JobSpec a dry run prints.

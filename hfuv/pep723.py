@@ -32,8 +32,21 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 # Keys uv accepts in a script's [tool.uv] table (uv 0.13); anything else is "unknown field".
 UV_TOOL_KEYS = frozenset(
-    ["allow-insecure-host", "build-constraint-dependencies", "cache-dir", "compile-bytecode", "concurrent-builds", "concurrent-downloads", "concurrent-installs", "config-settings", "config-settings-package", "constraint-dependencies", "dependency-metadata", "exclude-dependencies", "exclude-newer", "exclude-newer-package", "extra-build-dependencies", "extra-build-variables", "extra-index-url", "find-links", "fork-strategy", "http-proxy", "https-proxy", "index", "index-strategy", "index-url", "keyring-provider", "link-mode", "native-tls", "no-binary", "no-binary-package", "no-build", "no-build-isolation", "no-build-isolation-package", "no-build-package", "no-cache", "no-index", "no-proxy", "no-sources", "no-sources-package", "offline", "override-dependencies", "prerelease", "prerelease-package", "preview", "preview-features", "python-downloads", "python-preference", "reinstall", "reinstall-package", "require-build-hashes", "required-version", "resolution", "sources", "system-certs", "torch-backend", "upgrade", "upgrade-package"]
-)
+    [
+    "allow-insecure-host", "build-constraint-dependencies", "cache-dir", "compile-bytecode",
+    "concurrent-builds", "concurrent-downloads", "concurrent-installs", "config-settings",
+    "config-settings-package", "constraint-dependencies", "dependency-metadata",
+    "exclude-dependencies", "exclude-newer", "exclude-newer-package", "extra-build-dependencies",
+    "extra-build-variables", "extra-index-url", "find-links", "fork-strategy", "http-proxy",
+    "https-proxy", "index", "index-strategy", "index-url", "keyring-provider", "link-mode",
+    "native-tls", "no-binary", "no-binary-package", "no-build", "no-build-isolation",
+    "no-build-isolation-package", "no-build-package", "no-cache", "no-index", "no-proxy",
+    "no-sources", "no-sources-package", "offline", "override-dependencies", "prerelease",
+    "prerelease-package", "preview", "preview-features", "python-downloads", "python-preference",
+    "reinstall", "reinstall-package", "require-build-hashes", "required-version", "resolution",
+    "sources", "system-certs", "torch-backend", "upgrade", "upgrade-package",
+    ]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
