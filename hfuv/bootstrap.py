@@ -28,8 +28,8 @@ def fail(message, code=1):
 
 def read_bundle(env):
     parts = []
-    while "HFUV_BUNDLE_%d" % len(parts) in env:
-        parts.append(env["HFUV_BUNDLE_%d" % len(parts)])
+    while f"HFUV_BUNDLE_{len(parts)}" in env:
+        parts.append(env[f"HFUV_BUNDLE_{len(parts)}"])
     if not parts:
         fail("no HFUV_BUNDLE_0 in the environment; this job was not made by hfuv")
     try:
@@ -38,7 +38,7 @@ def read_bundle(env):
         fail("the bundle is not valid base64")
     digest = hashlib.sha256(data).hexdigest()
     if digest != env.get("HFUV_BUNDLE_SHA256"):
-        fail("bundle sha256 %s does not match HFUV_BUNDLE_SHA256" % digest)
+        fail(f"bundle sha256 {digest} does not match HFUV_BUNDLE_SHA256")
     return data
 
 
@@ -49,7 +49,7 @@ def unpack(data, workdir):
             name = member.name
             parts = name.replace("\\", "/").split("/")
             if name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-                fail("refusing bundle member %r (absolute path, '..' or link)" % name)
+                fail(f"refusing bundle member {name!r} (absolute path, '..' or link)")
         for member in members:
             target = os.path.join(workdir, member.name)
             if member.isdir():
@@ -80,18 +80,18 @@ def ensure_uv(version, env):
     candidate = os.path.join(home, "bin", "uv")
     if os.path.isfile(candidate) and uv_version_of(candidate) == version:
         return candidate
-    why = "has uv %s" % found_version if found_version else "has no uv"
-    sys.stderr.write("%s this machine %s; installing uv %s\n" % (PREFIX, why, version))
+    why = f"has uv {found_version}" if found_version else "has no uv"
+    sys.stderr.write(f"{PREFIX} this machine {why}; installing uv {version}\n")
     sys.stderr.flush()
     os.makedirs(os.path.dirname(home), exist_ok=True)
     staging = tempfile.mkdtemp(prefix="uv-", dir=os.path.dirname(home))
     if not install_with_pip(version, staging) and not install_with_script(version, staging):
-        fail("could not install uv %s (pip and the astral.sh installer both failed)" % version)
+        fail(f"could not install uv {version} (pip and the astral.sh installer both failed)")
     if os.path.isdir(home):
         shutil.rmtree(home, ignore_errors=True)
     os.replace(staging, home)
     if uv_version_of(candidate) != version:
-        fail("installed uv %s but %s does not report that version" % (version, candidate))
+        fail(f"installed uv {version} but {candidate} does not report that version")
     return candidate
 
 
@@ -109,7 +109,7 @@ def install_with_pip(version, target):
 
 
 def install_with_script(version, target):
-    url = "https://astral.sh/uv/%s/install.sh" % version
+    url = f"https://astral.sh/uv/{version}/install.sh"
     try:
         script = urllib.request.urlopen(url, timeout=60).read()
     except Exception:
@@ -126,7 +126,7 @@ def main():
     env = os.environ
     for name in ("HFUV_UV_VERSION", "HFUV_SCRIPT", "HFUV_PYTHON"):
         if not env.get(name):
-            fail("%s is not set; this job was not made by hfuv" % name)
+            fail(f"{name} is not set; this job was not made by hfuv")
     data = read_bundle(env)
     workdir = env.get("HFUV_WORKDIR") or tempfile.mkdtemp(prefix="hfuv-job-")
     os.makedirs(workdir, exist_ok=True)

@@ -1,8 +1,8 @@
 """Read `K=V` assignments: `-e`/`-s` values and dotenv files (`--env-file`, `--secrets-file`).
 
 The dotenv dialect is the one `hf jobs` reads: an optional `export ` prefix, `#` comments (inline
-only after whitespace), double quotes with `\\n \\t \\" \\\\ \\$` escapes, literal single quotes, and
-bare keys whose value comes from the local environment.
+only after whitespace), double-quoted values with backslash escapes, literal single quotes,
+and bare keys whose value comes from the local environment.
 """
 
 from __future__ import annotations

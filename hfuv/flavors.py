@@ -84,7 +84,7 @@ CATALOG: dict[str, Flavor] = {
         _gpu("rtx-pro-6000", "Nvidia RTX PRO 6000", 23, 256, 475, "RTX PRO 6000", 1, 96, 2.75),
         _gpu(
             "rtx-pro-6000x2", "2x Nvidia RTX PRO 6000", 46, 512, 950, "RTX PRO 6000", 2, 192, 5.50
-        ),  # fmt: skip
+        ),
         _gpu(
             "rtx-pro-6000x4",
             "4x Nvidia RTX PRO 6000",
@@ -95,7 +95,7 @@ CATALOG: dict[str, Flavor] = {
             4,
             384,
             11.00,
-        ),  # fmt: skip
+        ),
         _gpu(
             "rtx-pro-6000x8",
             "8x Nvidia RTX PRO 6000",
@@ -106,7 +106,7 @@ CATALOG: dict[str, Flavor] = {
             8,
             768,
             22.00,
-        ),  # fmt: skip
+        ),
     )
 }
 
