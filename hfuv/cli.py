@@ -195,7 +195,9 @@ def print_dry_run(job: Any, request: Any, *, as_json: bool) -> None:
 def run_here(job: Any) -> None:
     from hfuv import local
 
-    environ = dict(os.environ)
+    from hfuv.uv import with_python_visible
+
+    environ = with_python_visible(os.environ, job.env.python)
     local.check_python(job.env.python, environ)
     prepared = local.prepare(job.spec, environ=environ)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from hfuv import pep723, toml_write
 from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
 from hfuv.sources import ScriptSource
-from hfuv.uv import run_uv, summarize_errors, uv_version
+from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
 
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 PREFERRED_PYTHON = "3.12"
@@ -208,6 +209,7 @@ def lock_script(name: str, script: bytes, python: str, *, previous: str | None =
         result = run_uv(
             ["lock", "--script", str(target), "--python", python, "--no-progress"],
             cwd=scratch,
+            env=with_python_visible(os.environ, python),
             check=False,
         )
         if result.returncode != 0:
@@ -227,6 +229,7 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
         result = run_uv(
             ["lock", "--script", str(target), "--check", "--python", python, "--no-progress"],
             cwd=scratch,
+            env=with_python_visible(os.environ, python),
             check=False,
         )
         if result.returncode == 0:

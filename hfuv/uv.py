@@ -68,3 +68,30 @@ def summarize_errors(stderr: str) -> str:
         if line.startswith("error:"):
             return " ".join(lines[index:])[len("error:") :].strip()
     return " ".join(lines[-3:]) or "no output"
+
+
+def with_python_visible(environ: Mapping[str, str], python: str) -> dict[str, str]:
+    """`environ`, with pyenv's Python `python` (X.Y) put on PATH when pyenv hides it.
+
+    pyenv's shims for versions that are installed but not selected exit with 127, and uv treats
+    that as a hard error instead of looking further. Putting the version's own bin directory
+    first on PATH lets uv find it, as `pyenv shell` would.
+    """
+    env = dict(environ)
+    root = Path(env.get("PYENV_ROOT") or Path(env.get("HOME", "~")).expanduser() / ".pyenv")
+    versions = root / "versions"
+    if not versions.is_dir():
+        return env
+    selected = env.get("PYENV_VERSION", "")
+    if any(v == python or v.startswith(python + ".") for v in selected.split(":")):
+        return env
+    candidates = [
+        path
+        for path in versions.glob(f"{python}.*")
+        if (path / "bin" / f"python{python}").exists() and path.name[len(python) + 1 :].isdigit()
+    ]
+    if not candidates:
+        return env
+    best = max(candidates, key=lambda p: int(p.name[len(python) + 1 :]))
+    env["PATH"] = f"{best / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
