@@ -194,7 +194,6 @@ def print_dry_run(job: Any, request: Any, *, as_json: bool) -> None:
 
 def run_here(job: Any) -> None:
     from hfuv import local
-
     from hfuv.uv import with_python_visible
 
     environ = with_python_visible(os.environ, job.env.python)
@@ -223,7 +222,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
     from hfuv.payload import default_image
     from hfuv.uv import uv_version
 
-    inspection = inspect_script(build_request(script, (), params))
+    inspection = inspect_script(build_request(script, (), params), require_python=False)
     meta = inspection.metadata
     config = inspection.config
     status = lock_status(inspection) if meta.found or inspection.source.path else "none"
@@ -238,7 +237,8 @@ def check(script: str, as_json: bool, **params: Any) -> None:
             f"{inspection.source.name}.lock is out of date; `hfuv run` will refuse it until you "
             f"run `hfuv lock {script}`"
         )
-    image = config.image or default_image(uv_version(), inspection.python)
+    python = inspection.python
+    image = config.image or (default_image(uv_version(), python) if python else None)
     launch = {
         key: {"value": getattr(config, attr), "origin": config.origin(key)}
         for key, attr in (
@@ -286,7 +286,8 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     row("metadata", "found" if report["metadata_found"] else "none (a block is added to lock it)")
     row("requires-python", report["requires_python"] or "-")
     row("dependencies", ", ".join(deps) if deps else "none")
-    row("python", report["python"], "chosen" if not config.python else config.origin("python"))
+    python_text = report["python"] or "none of 3.9-3.14 satisfies requires-python"
+    row("python", python_text, "chosen" if not config.python else config.origin("python"))
     row("image", report["image"], config.origin("image"))
     row("flavor", get_flavor(config.flavor).describe(), config.origin("flavor"))
     row("timeout", format_duration(config.timeout_seconds), config.origin("timeout"))
@@ -301,6 +302,7 @@ def print_check(report: dict[str, Any], config: Any) -> None:
         "current": "lock file up to date",
         "stale": "lock file OUT OF DATE",
         "remote": "remote script; locked when the job is prepared",
+        "unknown": "not checked (no Python to lock for)",
     }[report["lock"]]
     row("lock", lock_text)
     for message in report["warnings"]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hfuv import lock, payload, pep723, plan, sources
 from hfuv.cache import cache_dir
+from hfuv.errors import ConfigError, UsageError
 from hfuv.flavors import get_flavor
 
 
@@ -35,7 +36,7 @@ class Inspection:
     source: sources.ScriptSource
     metadata: pep723.ScriptMetadata
     config: plan.LaunchConfig
-    python: str
+    python: str | None  # None only when nothing satisfies requires-python (check reports it)
     interpreter: str | None
 
 
@@ -60,7 +61,17 @@ def validate_flags(options: plan.CliOptions) -> None:
         plan.parse_volume(spec, "-v")
 
 
-def inspect_script(request: ScriptRequest, environ: Mapping[str, str] | None = None) -> Inspection:
+def inspect_script(
+    request: ScriptRequest,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_python: bool = True,
+) -> Inspection:
+    """Read and parse the script and merge its launch config; nothing is locked or installed.
+
+    With `require_python=False` (for `check`), a requires-python that no supported Python meets
+    is a warning instead of an error: the metadata is valid, and `run` is where it fails.
+    """
     environ = os.environ if environ is None else environ
     validate_flags(request.options)
     source = sources.load(
@@ -72,7 +83,15 @@ def inspect_script(request: ScriptRequest, environ: Mapping[str, str] | None = N
     )
     metadata = pep723.parse(source.content, source.name)
     config = plan.resolve(request.options, metadata.tool, where=source.name, environ=environ)
-    python = lock.choose_python(metadata.requires_python, config.python, source.name)
+    try:
+        python: str | None = lock.choose_python(
+            metadata.requires_python, config.python, source.name
+        )
+    except ConfigError as exc:
+        if require_python:
+            raise
+        python = None
+        config.warnings.append(str(exc))
     interpreter = config.python if config.python and config.python.startswith("/") else None
     if interpreter:
         config.warnings.append(
@@ -107,6 +126,8 @@ def lock_status(inspection: Inspection) -> str:
     source = inspection.source
     if source.path is None:
         return "remote"
+    if inspection.python is None:
+        return "unknown"
     path = lock.lock_path(source.path)
     if not path.is_file():
         return "none"
@@ -124,8 +145,6 @@ def write_lock(
     inspection = inspect_script(request, environ)
     source = inspection.source
     if source.path is None:
-        from hfuv.errors import UsageError
-
         raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
     lock.reject_local_paths(inspection.metadata, source.name)
     path = lock.lock_path(source.path)

@@ -228,8 +228,11 @@ def _load_toml(toml_text: str, name: str, opener_line: int) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         position = _TOML_POSITION.search(message)
-        line = opener_line + int(position.group(1)) if position else opener_line
-        reason = _TOML_POSITION.sub("", message).strip()
+        if position:
+            line = opener_line + int(position.group(1))
+        else:  # "at end of document": the last line of the block
+            line = opener_line + max(1, toml_text.count("\n"))
+        reason = _TOML_POSITION.sub("", message).replace("(at end of document)", "").strip()
         raise MetadataError(
             f"{name}:{line}",
             f"invalid TOML in the metadata block: {reason}",

@@ -1,0 +1,136 @@
+"""Shared fixtures: an isolated environment, a local wheel index, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import build_wheel
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+WANTED_PYTHONS = ("3.11.7", "3.12.1", "3.13.0", "3.10.13")
+
+
+def _pyenv_selection() -> str | None:
+    """The installed pyenv versions among the ones the tests use (a missing one breaks shims)."""
+    pyenv = shutil.which("pyenv")
+    if not pyenv:
+        return None
+    out = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True)
+    installed = set(out.stdout.split())
+    chosen = [v for v in WANTED_PYTHONS if v in installed]
+    return ":".join(chosen) or None
+
+
+PYENV_VERSION = _pyenv_selection()
+
+
+def python_available(minor: str) -> bool:
+    if PYENV_VERSION and any(v.startswith(minor + ".") for v in PYENV_VERSION.split(":")):
+        return True
+    return shutil.which(f"python{minor}") is not None
+
+
+def needs_python(minor: str):  # noqa: ANN201 - a pytest mark
+    return pytest.mark.skipif(
+        not python_available(minor), reason=f"Python {minor} is not installed on this machine"
+    )
+
+
+@pytest.fixture(scope="session")
+def wheel_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A find-links directory of tiny wheels, so locking and installing need no network."""
+    folder = tmp_path_factory.mktemp("wheels")
+    build_wheel(folder, "hfuv-demo-a", "1.0.0", "VALUE = 'a-1.0.0'\n")
+    build_wheel(folder, "hfuv-demo-a", "1.1.0", "VALUE = 'a-1.1.0'\n")
+    build_wheel(folder, "hfuv-demo-b", "2.0.0", "VALUE = 'b-2.0.0'\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uv_cache: Path, wheel_index: Path
+) -> Iterator[None]:
+    """No user state, tokens or uv settings leak in; packages come from the local wheel index."""
+    for key in list(os.environ):
+        if key.startswith(("HFUV_", "UV_", "HF_", "HUGGING", "GITHUB_", "PIP_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HFUV_CACHE_DIR", str(tmp_path / "hfuv-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))
+    monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    monkeypatch.setenv("UV_FIND_LINKS", str(wheel_index))
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+    if PYENV_VERSION:
+        monkeypatch.setenv("PYENV_VERSION", PYENV_VERSION)
+    yield
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):  # noqa: ANN201
+        return json.loads(self.stdout)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def hfuv(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 300,
+) -> Result:
+    """Run the real CLI (`python -m hfuv`) in a subprocess, as a user would."""
+    merged = dict(os.environ)
+    merged.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "hfuv", *args],
+        cwd=cwd,
+        env=merged,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+DEMO_SCRIPT = """\
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["hfuv-demo-a", "hfuv-demo-b"]
+# ///
+import sys
+
+import hfuv_demo_a
+import hfuv_demo_b
+
+print(hfuv_demo_a.VALUE, hfuv_demo_b.VALUE, "%d.%d" % sys.version_info[:2])
+"""
