@@ -40,7 +40,7 @@ def python_available(minor: str) -> bool:
     return shutil.which(f"python{minor}") is not None
 
 
-def needs_python(minor: str):  # noqa: ANN201 - a pytest mark
+def needs_python(minor: str):
     return pytest.mark.skipif(
         not python_available(minor), reason=f"Python {minor} is not installed on this machine"
     )
@@ -86,7 +86,7 @@ class Result:
     stdout: str
     stderr: str
 
-    def json(self):  # noqa: ANN201
+    def json(self):
         return json.loads(self.stdout)
 
     @property

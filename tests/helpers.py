@@ -72,7 +72,7 @@ class FakeHost:
         host = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 host.requests.append(Recorded("GET", self.path, dict(self.headers.items())))
                 route = host.routes.get(self.path.split("?")[0])
                 reply = route() if callable(route) else route

@@ -72,7 +72,7 @@ CASES: dict[str, bytes] = {
         + "".join("    " + ln + "\n" for ln in VALID.splitlines())
         + "    pass\n"
         + BODY
-    ).encode(),  # fmt: skip
+    ).encode(),
     "indented tag before a valid block": (
         "def f():\n    # /// script\n    pass\n" + VALID + BODY
     ).encode(),
@@ -103,7 +103,7 @@ CASES: dict[str, bytes] = {
     ).encode(),
     "dependencies as a table": (
         block("# /// script", "# [dependencies]", "# a = 1", "# ///") + BODY
-    ).encode(),  # fmt: skip
+    ).encode(),
     "dependency that is a number": (
         block("# /// script", "# dependencies = [1]", "# ///") + BODY
     ).encode(),
@@ -133,14 +133,14 @@ CASES: dict[str, bytes] = {
             "# ///",
         )
         + BODY
-    ).encode(),  # fmt: skip
+    ).encode(),
     "other tool table": (
         block("# /// script", "# dependencies = []", "# [tool.black]", "# line-length = 1", "# ///")
         + BODY
     ).encode(),
     "unknown top-level key": (
         block("# /// script", '# name = "x"', "# dependencies = []", "# ///") + BODY
-    ).encode(),  # fmt: skip
+    ).encode(),
     "only requires-python": (
         block("# /// script", '# requires-python = ">=3.10"', "# ///") + BODY
     ).encode(),
@@ -154,7 +154,7 @@ CASES: dict[str, bytes] = {
             "# ///",
         )
         + BODY
-    ).encode(),  # fmt: skip
+    ).encode(),
     "latin-1 byte after the tag": (VALID + BODY).encode() + b"# caf\xe9\n",
     "latin-1 file without a tag": b"# -*- coding: latin-1 -*-\n# caf\xe9\n" + BODY.encode(),
     "second block with a crlf closer": (
