@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from hfuv.payload import read_bundle
+from hfuv.pep723 import tomllib
 from hfuv.uv import uv_version
 from tests.conftest import DEMO_SCRIPT, EXAMPLES, hfuv, needs_python, write
 
