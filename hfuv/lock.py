@@ -86,7 +86,7 @@ def reject_local_paths(metadata: pep723.ScriptMetadata, where: str) -> None:
         for entry in entries if isinstance(entries, list) else [entries]:
             if isinstance(entry, dict) and "path" in entry:
                 raise MetadataError(
-                    f"{where}:{metadata.line_of(package)}",
+                    f"{where}:{metadata.line_of(str(entry['path']))}",
                     f"[tool.uv.sources] {package} points at the local path {entry['path']!r}, "
                     "which does not exist inside the job",
                     hint="publish it to an index, use a git or URL source, or drop the entry",
