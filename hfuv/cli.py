@@ -225,7 +225,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
     inspection = inspect_script(build_request(script, (), params), require_python=False)
     meta = inspection.metadata
     config = inspection.config
-    status = lock_status(inspection) if meta.found or inspection.source.path else "none"
+    status = lock_status(inspection)
     warnings = list(config.warnings)
     if meta.shadowed_block_line:
         warnings.append(

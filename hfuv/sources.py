@@ -314,8 +314,8 @@ def _reject_html(content: bytes, origin: str) -> None:
 
 
 def _anchor(filename: str) -> str:
-    """GitHub's page anchor for a gist file: `file-` + lowercased, non-alphanumerics as `-`."""
-    return "file-" + re.sub(r"[^a-z0-9]", "-", filename.lower())
+    """GitHub's page anchor for a gist file: `file-` + the name lowercased, `.` and such as `-`."""
+    return "file-" + re.sub(r"[^a-z0-9_-]", "-", filename.lower())
 
 
 def _pick_gist_file(files: dict[str, dict], gist_file: str | None, fragment: str, url: str) -> str:
