@@ -268,6 +268,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
         "lock": status,
         "warnings": warnings,
     }
+    warn(warnings)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -305,8 +306,6 @@ def print_check(report: dict[str, Any], config: Any) -> None:
         "unknown": "not checked (no Python to lock for)",
     }[report["lock"]]
     row("lock", lock_text)
-    for message in report["warnings"]:
-        click.echo(f"warning: {message}", err=True)
 
 
 @cli.command(name="lock")

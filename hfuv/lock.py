@@ -166,7 +166,10 @@ def _check_with(with_deps: Sequence[str]) -> None:
         try:
             Requirement(dep)
         except InvalidRequirement as exc:
-            raise ConfigError(f"invalid --with {dep!r}: {exc}") from None
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"invalid --with {dep!r}: {reason}", hint="write a PEP 508 requirement"
+            ) from None
 
 
 def lock_path(path: Path) -> Path:

@@ -1,0 +1,147 @@
+"""The command line as a user meets it: help, version, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hfuv import __version__
+from tests.conftest import EXAMPLES, hfuv, write
+from tests.helpers import FakeHost
+
+HELLO = str(EXAMPLES / "hello.py")
+
+
+def test_version_and_help() -> None:
+    version = hfuv("--version")
+    assert version.code == 0 and version.stdout.strip() == f"hfuv, version {__version__}"
+    help_text = hfuv("--help").stdout
+    for command in ("check", "lock", "run", "hardware"):
+        assert f"  {command} " in help_text
+    run_help = " ".join(hfuv("run", "--help").stdout.split())
+    assert "Everything after `--` goes to the script untouched" in run_help
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "hfuv"
+    assert script.exists()
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and __version__ in done.stdout
+
+
+def one_error_line(result, code: int = 2) -> str:  # noqa: ANN001
+    assert result.code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["--flavor", "a10g-smal"],
+            "unknown flavor 'a10g-smal' (from --flavor) (hint: did you mean a10g-small",
+        ),
+        (["--timeout", "2x"], "invalid timeout '2x' (from --timeout)"),
+        (["--timeout", "0"], "timeout must be positive"),
+        (["-s", "NOPE_NOT_SET"], "secret NOPE_NOT_SET is not set in your environment"),
+        (["-l", "bad label=x"], "invalid label"),
+        (["--name", "a", "-l", "name=b"], "--name and --label name=... both set the job name"),
+        (["-v", "./data:/data"], "unsupported volume './data:/data' (from -v)"),
+        (["-v", "hf://datasets/org/ds:/ds:rw"], "dataset volumes are read-only"),
+        (["-p", "python3"], "invalid python 'python3' (from --python)"),
+        (["-e", "1BAD=x"], "invalid -e '1BAD=x'"),
+        (["--network-alias", "a"], "network aliases need a network group"),
+        (["--with", "six>>1"], "invalid --with 'six>>1'"),
+        (["--local", "--dry-run"], "--local and --dry-run are exclusive"),
+        (["--json"], "--json goes with --dry-run"),
+        (["--file", "nope.txt"], "--file nope.txt: no such file or directory"),
+    ],
+)
+def test_bad_options(args: list[str], words: str) -> None:
+    extra = [] if "--local" in args or "--json" in args else ["--dry-run"]
+    line = one_error_line(hfuv("run", HELLO, *extra, *args))
+    assert words in line
+
+
+def test_bad_timeout_fails_before_fetching() -> None:
+    host = FakeHost()
+    try:
+        result = hfuv("run", f"{host.url}/s.py", "--dry-run", "--timeout", "soon")
+        one_error_line(result)
+        assert host.requests == []
+    finally:
+        host.close()
+
+
+def test_missing_script_and_missing_argument(tmp_path: Path) -> None:
+    assert "script not found" in one_error_line(hfuv("run", str(tmp_path / "x.py"), "--local"))
+    assert hfuv("run").code == 2
+    assert hfuv("check", str(tmp_path)).code == 2
+
+
+def test_invalid_metadata_in_run_and_check(tmp_path: Path) -> None:
+    script = write(tmp_path / "bad.py", "# /// script\n# dependencies = [1]\n# ///\n")
+    for command in (["run", str(script), "--local"], ["check", str(script)]):
+        line = one_error_line(hfuv(*command))
+        assert line.startswith("error: bad.py:2: `dependencies` must hold PEP 508 strings")
+
+
+def test_launch_table_errors(tmp_path: Path) -> None:
+    unknown = write(tmp_path / "u.py", "# /// script\n# [tool.hfuv]\n# flavour = 'x'\n# ///\n")
+    line = one_error_line(hfuv("check", str(unknown)))
+    assert "unknown key 'flavour' in [tool.hfuv]" in line and "valid keys: image, flavor" in line
+    table = write(tmp_path / "t.py", "# /// script\n# [tool.hf-jobs.secrets]\n# A = 'v'\n# ///\n")
+    assert "secrets must list names only" in one_error_line(hfuv("check", str(table)))
+    flavor = write(tmp_path / "f.py", "# /// script\n# [tool.hfuv]\n# flavor = 'a100'\n# ///\n")
+    line = one_error_line(hfuv("check", str(flavor)))
+    assert "unknown flavor 'a100' (from [tool.hfuv])" in line
+    boolean = write(tmp_path / "b.py", "# /// script\n# [tool.hf-jobs]\n# timeout = true\n# ///\n")
+    assert "timeout must be a string or an integer" in one_error_line(hfuv("check", str(boolean)))
+
+
+def test_unsatisfiable_requires_python_warns_in_check_and_fails_in_run(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.py", "# /// script\n# requires-python = '>=3.99'\n# ///\n")
+    check = hfuv("check", "--json", str(script))
+    assert check.code == 0
+    assert check.json()["python"] is None
+    assert "no supported Python" in check.stderr
+    run = hfuv("run", str(script), "--dry-run")
+    assert "no supported Python (3.9, 3.10, 3.11, 3.12, 3.13, 3.14) satisfies" in one_error_line(
+        run
+    )
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = hfuv("run", HELLO, "--dry-run", "--flavor", "nope", env={"HFUV_DEBUG": "1"})
+    assert result.code == 2
+    assert "Traceback" in result.stderr and "error: unknown flavor" in result.stderr
+
+
+def test_python_dash_m_and_hardware() -> None:
+    table = hfuv("hardware")
+    assert table.code == 0
+    assert "a100-large" in table.stdout and "2.50" in table.stdout
+    rows = hfuv("hardware", "--json").json()
+    assert {r["name"] for r in rows} >= {"cpu-basic", "h200x8", "rtx-pro-6000x8"}
+    assert len(rows) == 26
+
+
+def test_uv_missing_is_said_clearly(tmp_path: Path) -> None:
+    result = hfuv("run", HELLO, "--dry-run", env={"HFUV_UV": str(tmp_path / "no-uv")})
+    assert "HFUV_UV points at" in one_error_line(result, code=1)
+
+
+def test_stdout_has_only_results(tmp_path: Path) -> None:
+    result = hfuv("check", "--json", HELLO, "-s", "X=1")
+    assert result.code == 0
+    assert result.stdout.lstrip().startswith("{")
+    assert "warning: -s X=...: the value stays in your shell history" in result.stderr
+    assert os.environ.get("X") is None
