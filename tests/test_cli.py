@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hfuv import __version__
-from tests.conftest import EXAMPLES, hfuv, write
+from tests.conftest import EXAMPLES, Result, hfuv, write
 from tests.helpers import FakeHost
 
 HELLO = str(EXAMPLES / "hello.py")
@@ -33,7 +33,7 @@ def test_console_script_is_installed() -> None:
     assert done.returncode == 0 and __version__ in done.stdout
 
 
-def one_error_line(result, code: int = 2) -> str:  # noqa: ANN001
+def one_error_line(result: Result, code: int = 2) -> str:
     assert result.code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
