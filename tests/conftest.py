@@ -69,6 +69,7 @@ def isolated_env(
     for key in list(os.environ):
         if key.startswith(("HFUV_", "UV_", "HF_", "HUGGING", "GITHUB_", "PIP_")):
             monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("VIRTUAL_ENV", raising=False)  # uv would run plain scripts inside it
     monkeypatch.setenv("HFUV_CACHE_DIR", str(tmp_path / "hfuv-cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))
