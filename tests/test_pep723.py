@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from hfuv.errors import MetadataError
 from hfuv.uv import find_uv
 from tests.conftest import hfuv
 
-BODY = "import sys\nprint('RAN', sys.prefix != sys.base_prefix)\n"
+BODY = "import sys\nprint('RAN', 'environments-v2' in sys.prefix)\n"
 VALID = '# /// script\n# requires-python = ">=3.10"\n# dependencies = ["hfuv-demo-a"]\n# ///\n'
 SCRIPT_BLOCK = '# /// script\n# dependencies = ["hfuv-demo-a"]\n# ///\n'
 
@@ -172,10 +173,12 @@ CASES: dict[str, bytes] = {
 
 
 def uv_outcome(path: Path) -> str:
-    """What uv does with the file: `found`, `none` or `error`."""
-    python = subprocess.run(
-        [find_uv(), "python", "find", "3.11"], capture_output=True, text=True
-    ).stdout.strip()
+    """What uv does with the file: `found`, `none` or `error`.
+
+    A script with metadata runs in a script environment under uv's cache (`environments-v2`);
+    one without runs on the interpreter given.
+    """
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     done = subprocess.run(
         [find_uv(), "run", "--no-project", "--offline", "--python", python, str(path)],
         cwd=path.parent,
