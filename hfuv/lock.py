@@ -224,13 +224,25 @@ def lock_script(name: str, script: bytes, python: str, *, previous: str | None =
 
 
 def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bool:
-    """True when `uv lock --check` accepts `lock_text` for the shipped `script`."""
+    """True when `uv lock --check` accepts `lock_text` for the shipped `script`.
+
+    Offline: an up-to-date lock needs no network, and a stale one must not trigger a resolution.
+    """
     with tempfile.TemporaryDirectory(prefix="hfuv-lock-") as scratch:
         target = Path(scratch) / name
         target.write_bytes(script)
         lock_path(target).write_text(lock_text, encoding="utf-8")
         result = run_uv(
-            ["lock", "--script", str(target), "--check", "--python", python, "--no-progress"],
+            [
+                "lock",
+                "--script",
+                str(target),
+                "--check",
+                "--offline",
+                "--python",
+                python,
+                "--no-progress",
+            ],
             cwd=scratch,
             env=with_python_visible(os.environ, python),
             check=False,

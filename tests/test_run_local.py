@@ -172,3 +172,20 @@ def test_bootstrap_installs_the_pinned_uv_when_the_machine_has_none(tmp_path: Pa
     assert result.stdout == "a-1.1.0 b-2.0.0 3.12\n"
     installed = list((tmp_path / "xdg" / "hfuv-bootstrap").glob("uv-*/bin/uv"))
     assert len(installed) == 1
+
+
+def test_interpreter_path_in_the_image_is_replaced_by_x_y_locally(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "img.py",
+        "# /// script\n# requires-python = '>=3.12'\n# dependencies = []\n"
+        "# [tool.hf-jobs]\n# image = 'vllm/vllm-openai'\n# python = '/usr/bin/python3'\n# ///\n"
+        "import sys\nprint('%d.%d' % sys.version_info[:2])\n",
+    )
+    body = hfuv("run", str(script), "--dry-run", "--json").json()["body"]
+    assert body["command"][0] == "/usr/bin/python3"
+    assert body["environment"]["HFUV_INTERPRETER"] == "/usr/bin/python3"
+    assert body["dockerImage"] == "vllm/vllm-openai"
+    local = hfuv("run", str(script), "--local")
+    assert local.code == 0, local.stderr
+    assert local.stdout == "3.12\n"
+    assert "a local run uses Python 3.12" in local.stderr
