@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,19 +204,33 @@ def build_env(
     return EnvSpec(python, interpreter, uv_version(), script, lock_text, "fresh")
 
 
-def lock_script(name: str, script: bytes, python: str, *, previous: str | None = None) -> str:
-    """Run `uv lock --script` on a copy of `script` in a scratch directory; return the lock."""
+@contextmanager
+def _scratch_copy(name: str, script: bytes, lock_text: str | None) -> Iterator[Path]:
+    """A scratch directory holding the shipped script (and a lock), never the user's files."""
     with tempfile.TemporaryDirectory(prefix="hfuv-lock-") as scratch:
         target = Path(scratch) / name
         target.write_bytes(script)
-        if previous is not None:
-            lock_path(target).write_text(previous, encoding="utf-8")
-        result = run_uv(
-            ["lock", "--script", str(target), "--python", python, "--no-progress"],
-            cwd=scratch,
-            env=with_python_visible(os.environ, python),
-            check=False,
-        )
+        if lock_text is not None:
+            lock_path(target).write_text(lock_text, encoding="utf-8")
+        yield target
+
+
+def _uv_lock(target: Path, python: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_uv(
+        ["lock", "--script", str(target), *extra, "--python", python, "--no-progress"],
+        cwd=target.parent,
+        env=with_python_visible(os.environ, python),
+        check=False,
+    )
+
+
+def lock_script(name: str, script: bytes, python: str, *, previous: str | None = None) -> str:
+    """Run `uv lock --script` on a copy of `script` in a scratch directory; return the lock.
+
+    A `previous` lock is copied in first, so uv keeps its pins where they still fit.
+    """
+    with _scratch_copy(name, script, previous) as target:
+        result = _uv_lock(target, python)
         if result.returncode != 0:
             raise _lock_failure(name, python, result.stderr)
         written = lock_path(target)
@@ -228,28 +244,11 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
 
     Offline: an up-to-date lock needs no network, and a stale one must not trigger a resolution.
     """
-    with tempfile.TemporaryDirectory(prefix="hfuv-lock-") as scratch:
-        target = Path(scratch) / name
-        target.write_bytes(script)
-        lock_path(target).write_text(lock_text, encoding="utf-8")
-        result = run_uv(
-            [
-                "lock",
-                "--script",
-                str(target),
-                "--check",
-                "--offline",
-                "--python",
-                python,
-                "--no-progress",
-            ],
-            cwd=scratch,
-            env=with_python_visible(os.environ, python),
-            check=False,
-        )
+    with _scratch_copy(name, script, lock_text) as target:
+        result = _uv_lock(target, python, "--check", "--offline")
         if result.returncode == 0:
             return True
-        if "needs to be updated" in result.stderr or result.returncode == 1:
+        if result.returncode == 1:
             return False
         raise _lock_failure(name, python, result.stderr)
 
