@@ -168,8 +168,16 @@ def request_url(namespace: str | None) -> str:
 
 def print_dry_run(job: Any, request: Any, *, as_json: bool) -> None:
     spec = job.spec
-    url = request_url(job.inspection.config.namespace)
+    config = job.inspection.config
+    url = request_url(config.namespace)
     estimate = spec.estimate()
+    if config.max_cost is not None:
+        estimate["max_cost_usd"] = config.max_cost
+        estimate["within_max_cost"] = estimate["max_usd"] <= config.max_cost
+        if not estimate["within_max_cost"]:
+            warn([f"the worst case (${estimate['max_usd']:.2f}) is over the max cost "
+                  f"(${config.max_cost:.2f}, {config.origin('max_cost')}); a submission "
+                  "would be refused"])  # fmt: skip
     if as_json:
         document = {"method": "POST", "url": url, "body": spec.redacted(), "estimate": estimate}
         click.echo(json.dumps(document, indent=2))

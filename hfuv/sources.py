@@ -59,6 +59,8 @@ def load(
     environ = os.environ if environ is None else environ
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise UsageError(f"--sha256 {sha256!r} is not a sha256 hex digest (64 hex digits)")
+    if gist_file and (urlsplit(script).hostname or "").lower() != "gist.github.com":
+        raise UsageError("--gist-file only applies to gist.github.com URLs")
     if script == "-":
         content = sys.stdin.buffer.read()
         return _checked(_make(content, "script.py", "<stdin>"), sha256)
@@ -176,8 +178,6 @@ class _Fetcher:
         segments = [s for s in parts.path.split("/") if s]
         if host == "gist.github.com" and segments:
             return self._gist(url, segments, parts.fragment, gist_file)
-        if gist_file:
-            raise UsageError("--gist-file only applies to gist.github.com URLs")
         if host == "github.com" and len(segments) >= 5 and segments[2] in ("blob", "raw"):
             owner, repo, _, *rest = segments
             raw_url = f"{self.raw}/{owner}/{repo}/{'/'.join(rest)}"

@@ -63,6 +63,9 @@ def one_error_line(result: Result, code: int = 2) -> str:
         (["--local", "--dry-run"], "--local and --dry-run are exclusive"),
         (["--json"], "--json goes with --dry-run"),
         (["--file", "nope.txt"], "--file nope.txt: no such file or directory"),
+        (["--env-file", "nope.env"], "cannot read nope.env"),
+        (["--sha256", "abc"], "is not a sha256 hex digest"),
+        (["--gist-file", "x.py"], "--gist-file only applies to gist.github.com URLs"),
     ],
 )
 def test_bad_options(args: list[str], words: str) -> None:
@@ -145,3 +148,16 @@ def test_stdout_has_only_results(tmp_path: Path) -> None:
     assert result.stdout.lstrip().startswith("{")
     assert "warning: -s X=...: the value stays in your shell history" in result.stderr
     assert os.environ.get("X") is None
+
+
+def test_check_shows_what_would_run() -> None:
+    result = hfuv("check", str(EXAMPLES / "configured.py"), "--timeout", "2h")
+    assert result.code == 0, result.stderr
+    rows = {line[:16].strip(): line[16:] for line in result.stdout.splitlines()}
+    assert rows["requires-python"] == ">=3.11"
+    assert rows["python"] == "3.12  (chosen)"
+    assert rows["flavor"].startswith("Nvidia T4 - small: 4 vCPU, 15 GB RAM, 1x T4 (16 GB)")
+    assert rows["flavor"].endswith("([tool.hfuv])")
+    assert rows["timeout"] == "2h"
+    assert rows["cost"] == "t4-small at $0.40/h × 2h timeout = at most $0.80"
+    assert "APP_MODE=eval  ([tool.hfuv])" in rows["env"]

@@ -154,3 +154,13 @@ def test_large_bundle_is_split_below_the_env_string_limit(tmp_path: Path) -> Non
     assert parts == [f"HFUV_BUNDLE_{i}" for i in range(len(parts))] and len(parts) == 4
     assert all(len(env[k]) <= 100 * 1024 for k in parts)
     assert read_bundle(env)["mid.bin"] == (tmp_path / "mid.bin").read_bytes()
+
+
+def test_max_cost_is_checked_against_the_worst_case() -> None:
+    within = hfuv("run", str(EXAMPLES / "hello.py"), "--dry-run", "--json", "--max-cost", "1")
+    assert within.json()["estimate"]["within_max_cost"] is True
+    over = hfuv("run", str(EXAMPLES / "hello.py"), "--dry-run", "--json", "--flavor", "h200x8",
+                env={"HFUV_MAX_COST": "10"})  # fmt: skip
+    estimate = over.json()["estimate"]
+    assert estimate["max_usd"] == 20.0 and estimate["within_max_cost"] is False
+    assert "is over the max cost ($10.00, flag)" in over.stderr
