@@ -204,9 +204,8 @@ def run_here(job: Any) -> None:
     from hfuv import local
     from hfuv.uv import with_python_visible
 
-    environ = with_python_visible(os.environ, job.env.python)
-    local.check_python(job.env.python, environ)
-    prepared = local.prepare(job.spec, environ=environ)
+    local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
+    prepared = local.prepare(job.spec, environ=os.environ)
 
     def announce(run: Any) -> None:
         click.echo(

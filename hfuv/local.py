@@ -17,11 +17,13 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hfuv.cache import cache_dir
 from hfuv.errors import PythonNotFoundError, UsageError
+from hfuv.flavors import Flavor
 from hfuv.payload import JobSpec
-from hfuv.uv import run_uv
+from hfuv.uv import run_uv, with_python_visible
 
 HOST_VARIABLES = (
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "COLORTERM", "NO_COLOR",
@@ -61,26 +63,43 @@ def prepare(
     workdir: Path | None = None,
 ) -> LocalRun:
     """The argv and environment the local process gets; nothing is started."""
+    return prepare_body(spec.body, spec.flavor, environ=environ, job_id=job_id, workdir=workdir)
+
+
+def prepare_body(
+    body: Mapping[str, Any],
+    flavor: Flavor,
+    *,
+    environ: Mapping[str, str],
+    job_id: str | None = None,
+    workdir: Path | None = None,
+) -> LocalRun:
+    """Like `prepare`, from the JSON body of a job (as `hfuv server` receives it)."""
     job_id = job_id or new_job_id()
     workdir = workdir or cache_dir() / "runs" / job_id
-    body = spec.body
     env = host_environment(environ)
-    env.update(body["environment"])
-    env.update(body.get("secrets", {}))
+    env.update(body.get("environment") or {})
+    env.update(body.get("secrets") or {})
     env.update(
         {
             "JOB_ID": job_id,
-            "ACCELERATOR": spec.flavor.accelerator,
-            "CPU_CORES": str(spec.flavor.cpu_cores),
-            "MEMORY": spec.flavor.memory,
+            "ACCELERATOR": flavor.accelerator,
+            "CPU_CORES": str(flavor.cpu_cores),
+            "MEMORY": flavor.memory,
             "HFUV_WORKDIR": str(workdir),
         }
     )
-    argv = list(body["command"])
+    argv = [*(body.get("command") or []), *(body.get("arguments") or [])]
     if env.pop("HFUV_INTERPRETER", None):
         argv[0] = "python3"
-    found = shutil.which(argv[0], path=env.get("PATH"))
-    argv[0] = found or sys.executable
+    if env.get("HFUV_PYTHON"):
+        env = with_python_visible(env, env["HFUV_PYTHON"])
+    if argv:
+        found = shutil.which(argv[0], path=env.get("PATH"))
+        if found:
+            argv[0] = found
+        elif argv[0] in ("python3", "python"):
+            argv[0] = sys.executable
     return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env)
 
 
