@@ -86,11 +86,10 @@ def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def build_request(script: str, args: tuple[str, ...], params: dict[str, Any]):
-    from hfuv.job import ScriptRequest
+def cli_options(params: dict[str, Any]):
     from hfuv.plan import CliOptions
 
-    options = CliOptions(
+    return CliOptions(
         image=params.get("image"),
         flavor=params.get("flavor"),
         python=params.get("python"),
@@ -107,10 +106,15 @@ def build_request(script: str, args: tuple[str, ...], params: dict[str, Any]):
         network_aliases=params.get("network_aliases", ()),
         max_cost=params.get("max_cost"),
     )
+
+
+def build_request(script: str, args: tuple[str, ...], params: dict[str, Any]):
+    from hfuv.job import ScriptRequest
+
     return ScriptRequest(
         script=script,
         args=args,
-        options=options,
+        options=cli_options(params),
         with_deps=params.get("with_deps", ()),
         files=params.get("files", ()),
         gist_file=params.get("gist_file"),
@@ -123,6 +127,54 @@ def warn(messages: list[str]) -> None:
         click.echo(f"warning: {message}", err=True)
 
 
+def api_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the Jobs API is and who is asking."""
+    func = click.option(
+        "--token", help="Hugging Face token (default: HF_TOKEN, then the saved login)."
+    )(func)
+    return click.option(
+        "--endpoint", help="Jobs API base URL (default: HF_ENDPOINT, else huggingface.co)."
+    )(func)
+
+
+def status(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def make_client(endpoint: str | None, token: str | None):
+    from hfuv.client import JobsClient
+
+    if token:
+        warn(["--token leaves the token in your shell history; prefer HF_TOKEN"])
+    return JobsClient(endpoint=endpoint, token=token)
+
+
+def submit(spec: Any, namespace: str | None, endpoint: str | None, token: str | None, *,
+           detach: bool) -> None:  # fmt: skip
+    """Create the job; then print its id (--detach) or follow it to its end."""
+    from hfuv.remote import follow_to_end
+
+    with make_client(endpoint, token) as client:
+        namespace = client.namespace(namespace)
+        status(f"estimate: {spec.estimate()['summary']}")
+        created = client.create_job(namespace, spec.body)
+        job_id = created["id"]
+        status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
+        if detach:
+            click.echo(job_id)
+            return
+        try:
+            code = follow_to_end(client, namespace, job_id, status=status)
+        except KeyboardInterrupt:
+            status(
+                f"\nstopped following; job {namespace}/{job_id} is still running.\n"
+                f"  re-attach: hfuv logs -f {namespace}/{job_id}\n"
+                f"  cancel:    hfuv cancel {namespace}/{job_id}"
+            )
+            sys.exit(130)
+    sys.exit(code)
+
+
 @cli.command(context_settings=RUN_CONTEXT)
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -131,45 +183,46 @@ def warn(messages: list[str]) -> None:
 @click.option("--local", is_flag=True, help="Run the job on this machine.")
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
+@click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@api_options
 def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json: bool,
-        **params: Any) -> None:  # fmt: skip
+        detach: bool, endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
     """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
 
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
     and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`). A script option whose name
     hfuv also uses (--name, --timeout, -e, …) must come after `--`.
     """
-    from hfuv.errors import NotAvailableError, UsageError
+    from hfuv.errors import UsageError
 
     if local and dry_run:
         raise UsageError("--local and --dry-run are exclusive", hint="pick one")
     if as_json and not dry_run:
         raise UsageError("--json goes with --dry-run")
-    if not (local or dry_run):
-        raise NotAvailableError(
-            "remote submission is not available yet",
-            hint="use --local to run here, or --dry-run to print the request",
-        )
+    if detach and (local or dry_run):
+        raise UsageError("--detach goes with a remote run, not --local or --dry-run")
     from hfuv.job import prepare_job
 
     request = build_request(script, args, params)
     job = prepare_job(request)
     warn(job.warnings)
     if dry_run:
-        print_dry_run(job, request, as_json=as_json)
-        return
-    run_here(job)
+        print_dry_run(job, endpoint, as_json=as_json)
+    elif local:
+        run_here(job)
+    else:
+        submit(job.spec, job.inspection.config.namespace, endpoint, token, detach=detach)
 
 
-def request_url(namespace: str | None) -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return f"{endpoint}/api/jobs/{namespace or '{namespace}'}"
+def request_url(endpoint: str | None, namespace: str | None) -> str:
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    return f"{base}/api/jobs/{namespace or '{namespace}'}"
 
 
-def print_dry_run(job: Any, request: Any, *, as_json: bool) -> None:
+def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
     spec = job.spec
     config = job.inspection.config
-    url = request_url(config.namespace)
+    url = request_url(endpoint, config.namespace)
     estimate = spec.estimate()
     if config.max_cost is not None:
         estimate["max_cost_usd"] = config.max_cost
@@ -338,29 +391,227 @@ def lock_command(script: str, python: str | None, check_only: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
-def hardware(as_json: bool) -> None:
+@api_options
+def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
     """List the hardware flavors with their specs and price per hour."""
+    from hfuv.client import JobsClient
+    from hfuv.display import catalog_as_api, hardware_table
+    from hfuv.errors import HfuvError
     from hfuv.flavors import CATALOG
 
+    try:
+        with JobsClient(endpoint=endpoint, token=token) as client:
+            items = client.hardware()
+    except HfuvError as exc:
+        status(f"note: using the built-in catalog ({exc.message})")
+        items = catalog_as_api(list(CATALOG.values()))
     if as_json:
-        rows = [
-            {
-                "name": f.name, "prettyName": f.pretty_name, "cpu": f"{f.cpu_cores} vCPU",
-                "ram": f"{f.ram_gb} GB", "ephemeralStorage": f"{f.disk_gb} GB",
-                "accelerator": None if not f.is_gpu else {
-                    "type": "gpu", "model": f.gpu_model, "quantity": str(f.gpu_count),
-                    "vram": f"{f.vram_gb} GB",
-                },
-                "usdPerHour": f.usd_per_hour,
-            }
-            for f in CATALOG.values()
-        ]  # fmt: skip
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(items, indent=2))
+    else:
+        click.echo(hardware_table(items))
+
+
+@cli.command(name="exec", context_settings=RUN_CONTEXT)
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@script_options
+@click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
+@click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@api_options
+def exec_command(image: str, command: tuple[str, ...], dry_run: bool, detach: bool,
+                 endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
+    """Run COMMAND in IMAGE as a job, like `docker run` (and `hf jobs run`).
+
+    Put `--` before the command: `hfuv exec python:3.12 -- python -c 'print(1)'`.
+    """
+    from hfuv.job import validate_flags
+    from hfuv.payload import build_exec_spec
+    from hfuv.plan import resolve
+
+    options = cli_options(params)
+    validate_flags(options)
+    config = resolve(options, {}, where="hfuv exec", environ=os.environ)
+    warn(config.warnings)
+    spec = build_exec_spec(image, command, config)
+    if dry_run:
+        url = request_url(endpoint, config.namespace)
+        document = {"method": "POST", "url": url, "body": spec.redacted(),
+                    "estimate": spec.estimate()}  # fmt: skip
+        click.echo(json.dumps(document, indent=2))
         return
-    click.echo(f"{'NAME':<16}{'CPU':>5}{'RAM':>8}  {'ACCELERATOR':<26}{'$/HOUR':>8}")
-    for f in CATALOG.values():
-        gpu = f"{f.gpu_count}x {f.gpu_model} ({f.vram_gb} GB)" if f.is_gpu else "-"
-        click.echo(f"{f.name:<16}{f.cpu_cores:>5}{f.ram_gb:>5} GB  {gpu:<26}{f.usd_per_hour:>8.2f}")
+    submit(spec, config.namespace, endpoint, token, detach=detach)
+
+
+def namespace_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--namespace", help="User or organization (default: the token's user).")(
+        func
+    )
+
+
+def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
+    """`NAMESPACE/ID` or `ID` (in --namespace or the token's namespace) → (namespace, id)."""
+    from hfuv.client import split_job_ref
+
+    ns, job_id = split_job_ref(ref, namespace)
+    return client.namespace(ns), job_id
+
+
+@cli.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="All jobs, not only running ones.")
+@click.option("-l", "--label", "labels", multiple=True, metavar="K[=V]", help="Filter by label.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@namespace_option
+@api_options
+def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, namespace: str | None,
+       endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """List jobs (running and scheduling ones unless -a)."""
+    from hfuv.display import jobs_table
+
+    stages = () if show_all else ("RUNNING", "SCHEDULING")
+    with make_client(endpoint, token) as client:
+        jobs = client.list_jobs(client.namespace(namespace), stages=stages, labels=labels)
+    if as_json:
+        click.echo(json.dumps(jobs, indent=2))
+    elif jobs:
+        click.echo(jobs_table(jobs))
+    else:
+        status("no jobs" if show_all else "no running jobs (hfuv ps -a shows all)")
+
+
+@cli.command()
+@click.argument("job")
+@click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
+@click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its timestamp.")
+@namespace_option
+@api_options
+def logs(job: str, follow: bool, tail: int | None, timestamps: bool, namespace: str | None,
+         endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """Print a job's log, each line exactly as the job wrote it."""
+    from hfuv.remote import print_logs
+
+    with make_client(endpoint, token) as client:
+        ns, job_id = job_ref(client, job, namespace)
+        try:
+            print_logs(client, ns, job_id, follow=follow, tail=tail, timestamps=timestamps)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@namespace_option
+@api_options
+def inspect(job: str, as_json: bool, namespace: str | None, endpoint: str | None,
+            token: str | None) -> None:  # fmt: skip
+    """Show one job."""
+    from hfuv.display import job_summary
+
+    with make_client(endpoint, token) as client:
+        ns, job_id = job_ref(client, job, namespace)
+        info = client.get_job(ns, job_id)
+        click.echo(json.dumps(info, indent=2) if as_json else
+                   job_summary(info, client.job_url(ns, job_id)))  # fmt: skip
+
+
+@cli.command()
+@click.argument("jobs", nargs=-1, required=True)
+@namespace_option
+@api_options
+def cancel(jobs: tuple[str, ...], namespace: str | None, endpoint: str | None,
+           token: str | None) -> None:  # fmt: skip
+    """Cancel jobs."""
+    with make_client(endpoint, token) as client:
+        for ref in jobs:
+            ns, job_id = job_ref(client, ref, namespace)
+            client.cancel_job(ns, job_id)
+            status(f"canceled {ns}/{job_id}")
+
+
+@cli.command()
+@click.argument("jobs", nargs=-1, required=True)
+@click.option("--timeout", help="Give up after this long (seconds, or 30m, 2h).")
+@namespace_option
+@api_options
+def wait(jobs: tuple[str, ...], timeout: str | None, namespace: str | None,
+         endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """Wait until jobs end; exit 0 only if every one COMPLETED."""
+    import time
+
+    from hfuv.display import table
+    from hfuv.plan import parse_timeout
+    from hfuv.remote import wait_for_end
+
+    limit = parse_timeout(timeout, "--timeout") if timeout else None
+    deadline = None if limit is None else time.monotonic() + limit
+    rows, ok = [], True
+    with make_client(endpoint, token) as client:
+        for ref in jobs:
+            ns, job_id = job_ref(client, ref, namespace)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            info = wait_for_end(client, ns, job_id, timeout=left)
+            if info is None:
+                status(f"timed out waiting for {ns}/{job_id}")
+                sys.exit(1)
+            stage = info["status"]["stage"]
+            ok = ok and stage == "COMPLETED"
+            rows.append([f"{ns}/{job_id}", stage, info["status"].get("message") or ""])
+    click.echo(table(["JOB", "STAGE", "MESSAGE"], rows))
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@click.argument("job")
+@namespace_option
+@api_options
+def stats(job: str, namespace: str | None, endpoint: str | None, token: str | None) -> None:
+    """Show a running job's CPU, memory and network use (one sample)."""
+    from hfuv.display import metrics_row
+
+    with make_client(endpoint, token) as client:
+        ns, job_id = job_ref(client, job, namespace)
+        for sample in client.metrics(ns, job_id):
+            click.echo(metrics_row(job_id, sample))
+            return
+    status(f"no metrics for {ns}/{job_id}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8790, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where jobs and logs live.")
+@click.option(
+    "--token",
+    "token_specs",
+    multiple=True,
+    metavar="NAME=TOKEN",
+    help="A user and its token (NAME@ORG1,ORG2=TOKEN for org members).",
+)
+@click.option("--tokens-file", type=click.Path(dir_okay=False), help="One NAME=TOKEN per line.")
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Jobs running at once; the rest wait in SCHEDULING.",
+)
+def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
+           tokens_file: str | None, max_parallel: int) -> None:  # fmt: skip
+    """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
+    from pathlib import Path
+
+    from hfuv.server import default_data_dir, serve
+
+    serve(
+        host=host,
+        port=port,
+        data_dir=Path(data_dir) if data_dir else default_data_dir(),
+        token_specs=token_specs,
+        tokens_file=Path(tokens_file) if tokens_file else None,
+        max_parallel=max_parallel,
+        announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
+    )
 
 
 def main() -> None:

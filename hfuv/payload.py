@@ -200,23 +200,8 @@ def build_job_spec(
         "environment": environment,
         "flavor": flavor.name,
     }
-    if config.secrets:
-        body["secrets"] = dict(config.secrets)
-    body["timeoutSeconds"] = config.timeout_seconds
-    body["labels"] = labels
-    if config.volumes:
-        body["volumes"] = config.volumes
-    if config.network_group:
-        network: dict[str, Any] = {"group": config.network_group}
-        if config.network_aliases:
-            network["aliases"] = config.network_aliases
-        body["network"] = network
     image = config.image or default_image(env_spec.uv_version, env_spec.python)
-    space = _space_id(image)
-    if space:
-        body["spaceId"] = space
-    else:
-        body["dockerImage"] = image
+    _add_launch_fields(body, config, labels, image)
     return JobSpec(
         body=body,
         flavor=flavor,
@@ -235,3 +220,48 @@ def _space_id(image: str) -> str | None:
         if image.startswith(prefix):
             return image[len(prefix) :]
     return None
+
+
+def build_exec_spec(image: str, command: Sequence[str], config: LaunchConfig) -> JobSpec:
+    """The body of a Docker-like job (`hfuv exec IMAGE -- COMMAND`): no bundle, no bootstrap."""
+    if not command:
+        raise ConfigError("no command given", hint="write hfuv exec IMAGE -- COMMAND [ARGS]...")
+    flavor = get_flavor(config.flavor)
+    for key in config.env:
+        if key.startswith(BUNDLE_PREFIX):
+            raise ConfigError(f"env name {key} is reserved for hfuv", hint="rename it")
+    labels = dict(config.labels)
+    if "name" not in labels:
+        base = re.sub(r"[^A-Za-z0-9_-]", "-", image.rsplit("/", 1)[-1])[:60] or "job"
+        digest = hashlib.sha256("\0".join([image, *command]).encode()).hexdigest()[:8]
+        labels["name"] = f"{base}-{digest}"
+    body: dict[str, Any] = {
+        "command": list(command),
+        "arguments": [],
+        "environment": dict(config.env),
+        "flavor": flavor.name,
+    }
+    _add_launch_fields(body, config, labels, image)
+    return JobSpec(body=body, flavor=flavor, bundle_sha256="", files=())
+
+
+def _add_launch_fields(
+    body: dict[str, Any], config: LaunchConfig, labels: dict[str, str], image: str
+) -> None:
+    """Secrets, timeout, labels, volumes, network and image, in the official client's order."""
+    if config.secrets:
+        body["secrets"] = dict(config.secrets)
+    body["timeoutSeconds"] = config.timeout_seconds
+    body["labels"] = labels
+    if config.volumes:
+        body["volumes"] = config.volumes
+    if config.network_group:
+        network: dict[str, Any] = {"group": config.network_group}
+        if config.network_aliases:
+            network["aliases"] = config.network_aliases
+        body["network"] = network
+    space = _space_id(image)
+    if space:
+        body["spaceId"] = space
+    else:
+        body["dockerImage"] = image

@@ -1,0 +1,295 @@
+"""JobsClient: the Hugging Face Jobs HTTP API over httpx, for huggingface.co or `hfuv server`.
+
+Endpoint from `--endpoint` / `HF_ENDPOINT`; token from `--token` > `HF_TOKEN` > the saved login;
+namespace from `--namespace` or whoami (cached per token and endpoint). HTTP failures become
+typed errors that say what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from hfuv import __version__
+from hfuv.auth import find_hf_token
+from hfuv.cache import cache_dir
+from hfuv.errors import HfuvError, UsageError
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
+MAX_STREAM_FAILURES = 5
+
+
+class JobsApiError(HfuvError):
+    """The Jobs API answered with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class AuthError(JobsApiError):
+    pass
+
+
+class JobNotFoundError(JobsApiError):
+    pass
+
+
+class ConflictError(JobsApiError):
+    pass
+
+
+class RateLimitedError(JobsApiError):
+    pass
+
+
+class ServerError(JobsApiError):
+    pass
+
+
+def split_job_ref(ref: str, namespace: str | None) -> tuple[str | None, str]:
+    """`NAMESPACE/ID` or `ID` → (namespace or None, id); a conflicting --namespace is an error."""
+    if "/" in ref:
+        ns, _, job_id = ref.rpartition("/")
+        if namespace and namespace != ns:
+            raise UsageError(f"job {ref} is in namespace {ns}, not --namespace {namespace}")
+        return ns, job_id
+    return namespace, ref
+
+
+class JobsClient:
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        token: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.endpoint = (endpoint or environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        self.token = find_hf_token(environ, token)
+        headers = {"user-agent": f"hfuv/{__version__}"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(
+            base_url=self.endpoint,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> JobsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def job_url(self, namespace: str, job_id: str) -> str:
+        return f"{self.endpoint}/jobs/{namespace}/{job_id}"
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if not self.token:
+            raise AuthError(
+                "no Hugging Face token",
+                hint="set HF_TOKEN, run `hf auth login`, or pass --token",
+            )
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise JobsApiError(
+                f"{self.endpoint} did not answer {method} {path} in time",
+                hint="check the endpoint and the network, then retry",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise JobsApiError(
+                f"cannot reach {self.endpoint}: {type(exc).__name__}",
+                hint="check HF_ENDPOINT / --endpoint and that the server is running",
+            ) from None
+        if response.status_code >= 400:
+            raise self._error(response, method, path)
+        return response
+
+    def _error(self, response: httpx.Response, method: str, path: str) -> JobsApiError:
+        status = response.status_code
+        detail = response.headers.get("x-error-message") or _error_text(response)
+        where = f"{method} {path}"
+        if status == 401:
+            return AuthError(f"the token was refused ({detail})", status=status,
+                             hint="check HF_TOKEN or run `hf auth login`")  # fmt: skip
+        if status == 403:
+            return AuthError(f"forbidden: {detail}", status=status,
+                             hint="use a namespace your token can use (--namespace)")  # fmt: skip
+        if status == 404:
+            return JobNotFoundError(f"not found: {detail or where}", status=status,
+                                    hint="check the job id and the namespace")  # fmt: skip
+        if status == 409:
+            return ConflictError(f"conflict: {detail}", status=status)
+        if status == 429:
+            wait = response.headers.get("retry-after")
+            return RateLimitedError(
+                f"rate limited{f' for {wait}s' if wait else ''}: {detail}",
+                status=status,
+                hint="wait and retry",
+            )
+        if status >= 500:
+            return ServerError(f"{self.endpoint} failed ({status}) on {where}: {detail}",
+                               status=status, hint="retry later")  # fmt: skip
+        return JobsApiError(f"{where} was refused ({status}): {detail}", status=status)
+
+    def _get_json(self, path: str, **kwargs: Any) -> Any:
+        return self._request("GET", path, **kwargs).json()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        return self._get_json("/api/whoami-v2")
+
+    def namespace(self, explicit: str | None = None) -> str:
+        """`explicit`, else the token's user name (asked once per token and endpoint)."""
+        if explicit:
+            return explicit
+        if not self.token:
+            raise AuthError("no Hugging Face token", hint="set HF_TOKEN or run `hf auth login`")
+        key = hashlib.sha256(f"{self.endpoint}\0{self.token}".encode()).hexdigest()[:32]
+        cached = cache_dir() / "whoami" / f"{key}.json"
+        try:
+            return json.loads(cached.read_text())["name"]
+        except (OSError, ValueError, KeyError):
+            pass
+        name = self.whoami()["name"]
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps({"name": name}))
+        except OSError:
+            pass
+        return name
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/api/jobs/{namespace}", json=body).json()
+
+    def get_job(self, namespace: str, job_id: str) -> dict[str, Any]:
+        return self._get_json(f"/api/jobs/{namespace}/{job_id}")
+
+    def list_jobs(
+        self, namespace: str, *, stages: tuple[str, ...] = (), labels: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        params = [("stage", s.upper()) for s in stages] + [("label", lab) for lab in labels]
+        response = self._request("GET", f"/api/jobs/{namespace}", params=params)
+        jobs = list(response.json())
+        while "next" in response.links:
+            response = self._request("GET", response.links["next"]["url"])
+            jobs.extend(response.json())
+        return jobs
+
+    def cancel_job(self, namespace: str, job_id: str) -> None:
+        self._request("POST", f"/api/jobs/{namespace}/{job_id}/cancel")
+
+    def hardware(self) -> list[dict[str, Any]]:
+        return self._get_json("/api/jobs/hardware")
+
+    def stream_logs(
+        self, namespace: str, job_id: str, *, tail: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """One pass over the log stream: each `{"data", "timestamp"}` event until it closes."""
+        params = {"tail": tail} if tail is not None else None
+        yield from self._sse(f"/api/jobs/{namespace}/{job_id}/logs", params=params, read=120.0)
+
+    def follow_logs(
+        self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """Log events without gaps or repeats, reconnecting until the job has ended.
+
+        The server replays the whole log on every connection: events already yielded are
+        skipped by position (after a `tail` request, by matching the last one seen).
+        """
+        seen = 0
+        last: dict[str, Any] | None = None
+        first = True
+        failures = 0
+        while True:
+            skip_until_last = last is not None and tail is not None
+            position = 0
+            try:
+                for event in self.stream_logs(namespace, job_id, tail=tail if first else None):
+                    if skip_until_last:
+                        if event == last:
+                            skip_until_last = False
+                        continue
+                    position += 1
+                    if tail is None and position <= seen:
+                        continue
+                    seen = max(seen, position)
+                    last, failures = event, 0
+                    yield event
+            except JobsApiError as exc:
+                failures += 1
+                if (exc.status is not None and exc.status < 500) or failures > MAX_STREAM_FAILURES:
+                    raise
+                time.sleep(min(10.0, 2.0 ** (failures - 1)))
+            first = False
+            if not follow:
+                return
+            if self.get_job(namespace, job_id)["status"]["stage"] in TERMINAL_STAGES:
+                return
+            time.sleep(1.0)
+
+    def metrics(self, namespace: str, job_id: str) -> Iterator[dict[str, Any]]:
+        yield from self._sse(f"/api/jobs/{namespace}/{job_id}/metrics", read=15.0)
+
+    def _sse(
+        self, path: str, *, params: dict[str, Any] | None = None, read: float
+    ) -> Iterator[dict[str, Any]]:
+        if not self.token:
+            raise AuthError("no Hugging Face token", hint="set HF_TOKEN or run `hf auth login`")
+        timeout = httpx.Timeout(30.0, connect=10.0, read=read)
+        try:
+            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, "GET", path)
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        yield json.loads(line[len("data: ") :])
+        except httpx.HTTPError as exc:
+            raise JobsApiError(f"the stream from {self.endpoint} broke: {type(exc).__name__}",
+                               status=599) from None  # fmt: skip
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200]
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)[:200]
+    return str(body)[:200]
+
+
+def exit_code_of(job: Mapping[str, Any]) -> int:
+    """The process exit code a finished job stands for."""
+    status = job.get("status") or {}
+    stage = status.get("stage")
+    if stage == "COMPLETED":
+        return 0
+    if stage == "CANCELED":
+        return 130
+    if status.get("message") == "Job timeout":
+        return 124
+    code = status.get("exitCode")
+    if isinstance(code, int) and code > 0:
+        return code
+    return 1

@@ -1,0 +1,121 @@
+"""Plain-text tables and summaries for jobs, hardware and metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from hfuv.flavors import Flavor
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]  # fmt: skip
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def short_command(job: dict[str, Any], width: int = 40) -> str:
+    command = job.get("command") or []
+    if len(command) >= 3 and command[1] == "-c" and "hfuv bootstrap" in command[2]:
+        env = job.get("environment") or {}
+        shown = ["hfuv:", env.get("HFUV_SCRIPT", "script"), *command[3:]]
+    else:
+        shown = [*command, *(job.get("arguments") or [])]
+    text = " ".join(shown)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    try:
+        moment = datetime.strptime(iso.replace("Z", "+0000")[:19] + "+0000",
+                                   "%Y-%m-%dT%H:%M:%S%z")  # fmt: skip
+    except ValueError:
+        return iso
+    seconds = int((datetime.now(timezone.utc) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            job["id"],
+            (job.get("labels") or {}).get("name", "-"),
+            job.get("dockerImage") or job.get("spaceId") or "-",
+            short_command(job),
+            age(job.get("createdAt")),
+            job["status"]["stage"],
+        ]
+        for job in jobs
+    ]
+    return table(["JOB ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS"], rows)
+
+
+def job_summary(job: dict[str, Any], url: str) -> str:
+    status = job["status"]
+    durations = job.get("durations") or {}
+    lines = [
+        ("id", f"{job['owner']['name']}/{job['id']}"),
+        ("name", (job.get("labels") or {}).get("name", "-")),
+        ("status", status["stage"] + (f": {status['message']}" if status.get("message") else "")),
+        ("exit code", str(status.get("exitCode", "-"))),
+        ("image", job.get("dockerImage") or job.get("spaceId") or "-"),
+        ("command", short_command(job, 100)),
+        ("flavor", job.get("flavor") or "-"),
+        ("created", job.get("createdAt") or "-"),
+        ("running", f"{durations.get('runningSecs') or 0}s"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in (job.get("labels") or {}).items()) or "-"),
+        ("secrets", ", ".join(job.get("secrets") or []) or "-"),
+        ("url", url),
+    ]
+    return "\n".join(f"{key:<10}{value}" for key, value in lines)
+
+
+def hardware_table(items: list[dict[str, Any]]) -> str:
+    rows = []
+    for item in items:
+        accelerator = item.get("accelerator")
+        gpu = (f"{accelerator['quantity']}x {accelerator['model']} ({accelerator['vram']})"
+               if accelerator else "-")  # fmt: skip
+        per_hour = float(item.get("unitCostUSD") or 0) * 60
+        rows.append([item["name"], item.get("prettyName", ""), item.get("cpu", ""),
+                     item.get("ram", ""), gpu, f"{per_hour:.2f}"])  # fmt: skip
+    return table(["NAME", "PRETTY NAME", "CPU", "RAM", "ACCELERATOR", "$/HOUR"], rows)
+
+
+def catalog_as_api(flavors: list[Flavor]) -> list[dict[str, Any]]:
+    """The built-in catalog in the shape of GET /api/jobs/hardware."""
+    items = []
+    for flavor in flavors:
+        per_minute = flavor.usd_per_hour / 60
+        accelerator = None
+        if flavor.is_gpu:
+            accelerator = {"type": "gpu", "model": flavor.gpu_model,
+                           "quantity": str(flavor.gpu_count), "vram": f"{flavor.vram_gb} GB",
+                           "manufacturer": "Nvidia"}  # fmt: skip
+        items.append({
+            "name": flavor.name, "prettyName": flavor.pretty_name,
+            "cpu": f"{flavor.cpu_cores} vCPU", "ram": f"{flavor.ram_gb} GB",
+            "ephemeralStorage": f"{flavor.disk_gb} GB", "accelerator": accelerator,
+            "unitCostMicroUSD": round(per_minute * 1_000_000),
+            "unitCostUSD": round(per_minute, 6), "unitLabel": "minute",
+        })  # fmt: skip
+    return items
+
+
+def metrics_row(job_id: str, sample: dict[str, Any]) -> str:
+    used = sample.get("memory_used_bytes", 0)
+    total = sample.get("memory_total_bytes", 0) or 1
+    return table(
+        ["JOB ID", "CPU %", "MEM %", "MEM USAGE", "NET I/O"],
+        [[job_id, f"{sample.get('cpu_usage_pct', 0)}%", f"{100 * used / total:.2f}%",
+          f"{used / 1e6:.1f}MB / {total / 1e9:.1f}GB",
+          f"{sample.get('rx_bps', 0)}bps / {sample.get('tx_bps', 0)}bps"]],
+    )  # fmt: skip

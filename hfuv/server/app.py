@@ -1,0 +1,405 @@
+"""The HTTP side of `hfuv server`: the Hugging Face Jobs API as the official client uses it.
+
+Every route needs a bearer token; a token sees only its user's and its orgs' namespaces.
+Anything hfuv adds (`status.exitCode`) is an extra field other clients ignore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hfuv.display import catalog_as_api
+from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
+from hfuv.server import metrics
+from hfuv.server.executor import Executor
+from hfuv.server.logs import LogBook, timestamp
+from hfuv.server.store import JobRecord, Store
+from hfuv.server.tokens import Identity, entity_id
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+PAGE_SIZE = 50
+
+
+@dataclass
+class ServerState:
+    store: Store
+    logs: LogBook
+    executor: Executor
+    tokens: dict[str, Identity]
+    keepalive_seconds: float
+    poll_seconds: float = 0.1
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status, headers={"X-Error-Message": message})
+
+
+def create_app(state: ServerState) -> Starlette:
+    def guarded(handler):
+        async def endpoint(request: Request) -> Response:
+            try:
+                identity = _authenticate(state, request)
+                return await handler(request, identity)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message)
+
+        return endpoint
+
+    routes = [
+        Route("/api/whoami-v2", guarded(_whoami), methods=["GET"]),
+        Route("/api/jobs/hardware", guarded(_hardware), methods=["GET"]),
+        Route("/api/jobs/{namespace}", guarded(_create(state)), methods=["POST"]),
+        Route("/api/jobs/{namespace}", guarded(_list(state)), methods=["GET"]),
+        Route("/api/jobs/{namespace}/{job_id}", guarded(_inspect(state)), methods=["GET"]),
+        Route("/api/jobs/{namespace}/{job_id}/cancel", guarded(_cancel(state)), methods=["POST"]),
+        Route("/api/jobs/{namespace}/{job_id}/labels", guarded(_labels(state)), methods=["PUT"]),
+        Route(
+            "/api/jobs/{namespace}/{job_id}/duplicate", guarded(_duplicate(state)), methods=["POST"]
+        ),
+        Route("/api/jobs/{namespace}/{job_id}/logs", guarded(_logs(state)), methods=["GET"]),
+        Route("/api/jobs/{namespace}/{job_id}/metrics", guarded(_metrics(state)), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.hfuv = state
+    return app
+
+
+def _authenticate(state: ServerState, request: Request) -> Identity:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "Invalid credentials in Authorization header")
+    for known, identity in state.tokens.items():
+        if secrets.compare_digest(known.encode(), token.strip().encode()):
+            return identity
+    raise ApiError(401, "Invalid credentials in Authorization header")
+
+
+def _namespace(request: Request, identity: Identity) -> str:
+    namespace = request.path_params["namespace"]
+    if not identity.can_use(namespace):
+        raise ApiError(403, f"You don't have access to the namespace {namespace}")
+    return namespace
+
+
+def _job(state: ServerState, request: Request, identity: Identity) -> JobRecord:
+    namespace = _namespace(request, identity)
+    record = state.store.get(request.path_params["job_id"])
+    if record is None or record.namespace != namespace:
+        raise ApiError(404, f"Job {namespace}/{request.path_params['job_id']} not found")
+    return record
+
+
+async def _whoami(request: Request, identity: Identity) -> Response:
+    return JSONResponse(
+        {
+            "type": "user",
+            "id": entity_id(identity.name),
+            "name": identity.name,
+            "fullname": identity.name,
+            "orgs": [{"type": "org", "id": entity_id(o), "name": o} for o in identity.orgs],
+            "auth": {"type": "access_token", "accessToken": {"role": "write"}},
+        }
+    )
+
+
+async def _hardware(request: Request, identity: Identity) -> Response:
+    return JSONResponse(catalog_as_api(list(CATALOG.values())))
+
+
+def new_job_id() -> str:
+    """24 hex characters, like the Hub's ObjectId-style job ids (time first, so they sort)."""
+    return f"{int(time.time()):08x}{secrets.token_hex(8)}"
+
+
+def _create(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        namespace = _namespace(request, identity)
+        body = await _json_body(request)
+        spec = validate_spec(body)
+        owner_type = "user" if namespace == identity.name else "org"
+        record = JobRecord(
+            id=new_job_id(),
+            namespace=namespace,
+            owner={"id": entity_id(namespace), "name": namespace, "type": owner_type},
+            initiator={"type": "user", "id": entity_id(identity.name), "name": identity.name},
+            spec=spec,
+        )
+        state.store.create(record)
+        state.executor.submit(record.id)
+        return JSONResponse(job_json(record))
+
+    return handler
+
+
+async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"Request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Request body is not valid JSON") from None
+
+
+def _string_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key) or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ApiError(400, f"`{key}` must be an object of strings")
+    return value
+
+
+def validate_spec(body: Any) -> dict[str, Any]:
+    """The job spec as stored; wrong types are a 400, unknown fields are ignored."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    command = body.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+        raise ApiError(400, "`command` must be a non-empty array of strings")
+    arguments = body.get("arguments") or []
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise ApiError(400, "`arguments` must be an array of strings")
+    flavor = body.get("flavor") or DEFAULT_FLAVOR
+    if flavor not in CATALOG:
+        raise ApiError(400, f"Unknown flavor {flavor!r}; see GET /api/jobs/hardware")
+    timeout = body.get("timeoutSeconds")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0
+    ):
+        raise ApiError(400, "`timeoutSeconds` must be a positive integer")
+    image, space = body.get("dockerImage"), body.get("spaceId")
+    if not isinstance(image or space, str):
+        raise ApiError(400, "`dockerImage` or `spaceId` is required")
+    spec: dict[str, Any] = {
+        "command": command,
+        "arguments": arguments,
+        "environment": _string_map(body, "environment"),
+        "secrets": _string_map(body, "secrets"),
+        "flavor": flavor,
+        "labels": _string_map(body, "labels"),
+        "timeoutSeconds": timeout,
+    }
+    spec["dockerImage" if image else "spaceId"] = image or space
+    for key in ("volumes", "network", "expose", "attempts"):
+        if key in body:
+            spec[key] = body[key]
+    return spec
+
+
+def job_json(record: JobRecord) -> dict[str, Any]:
+    spec = record.spec
+    now = time.time()
+    end = record.finished_at or now
+    status: dict[str, Any] = {"stage": record.stage, "message": record.message}
+    if record.exit_code is not None:
+        status["exitCode"] = record.exit_code
+    job: dict[str, Any] = {
+        "id": record.id,
+        "type": "job",
+        "createdAt": timestamp(record.created_at),
+        "startedAt": timestamp(record.started_at) if record.started_at else None,
+        "finishedAt": timestamp(record.finished_at) if record.finished_at else None,
+        "command": spec["command"],
+        "arguments": spec.get("arguments", []),
+        "environment": spec.get("environment", {}),
+        "secrets": sorted(spec.get("secrets", {})),
+        "flavor": spec.get("flavor"),
+        "labels": spec.get("labels", {}),
+        "timeout": spec.get("timeoutSeconds"),
+        "status": status,
+        "durations": {
+            "schedulingSecs": int((record.started_at or end) - record.created_at),
+            "runningSecs": int(end - record.started_at) if record.started_at else None,
+            "totalSecs": int(end - record.created_at),
+        },
+        "owner": record.owner,
+        "initiator": record.initiator,
+    }
+    for key in ("dockerImage", "spaceId", "volumes", "network", "expose"):
+        if key in spec:
+            job[key] = spec[key]
+    return job
+
+
+def _list(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        namespace = _namespace(request, identity)
+        stages = {s.upper() for s in request.query_params.getlist("stage")}
+        wanted = [label.partition("=") for label in request.query_params.getlist("label")]
+        jobs = [
+            record
+            for record in state.store.list(namespace)
+            if (not stages or record.stage in stages)
+            and all(
+                key in record.labels and (not sep or record.labels[key] == value)
+                for key, sep, value in wanted
+            )
+        ]
+        try:
+            start = max(0, int(request.query_params.get("cursor", "0")))
+            size = max(1, min(1000, int(request.query_params.get("limit", PAGE_SIZE))))
+        except ValueError:
+            raise ApiError(400, "`cursor` and `limit` must be integers") from None
+        page = jobs[start : start + size]
+        headers = {}
+        if start + size < len(jobs):
+            params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+            params.append(("cursor", str(start + size)))
+            headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
+        return JSONResponse([job_json(record) for record in page], headers=headers)
+
+    return handler
+
+
+def _inspect(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        return JSONResponse(job_json(_job(state, request, identity)))
+
+    return handler
+
+
+def _cancel(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+        if not record.terminal:
+            state.executor.cancel(record.id)
+        return JSONResponse(job_json(state.store.get(record.id) or record))
+
+    return handler
+
+
+def _labels(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        labels = _string_map(body, "labels")
+        spec = dict(record.spec, labels=labels)
+        state.store.update(record.id, spec=spec)
+        return JSONResponse(job_json(state.store.get(record.id) or record))
+
+    return handler
+
+
+def _duplicate(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        original = _job(state, request, identity)
+        record = JobRecord(
+            id=new_job_id(),
+            namespace=original.namespace,
+            owner=original.owner,
+            initiator={"type": "duplicated-job", "id": original.id},
+            spec=original.spec,
+        )
+        state.store.create(record)
+        state.executor.submit(record.id)
+        return JSONResponse(job_json(record))
+
+    return handler
+
+
+def _logs(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+        tail = request.query_params.get("tail")
+        if tail is not None and not tail.isdigit():
+            raise ApiError(400, "`tail` must be a non-negative integer")
+        stream = _follow_log(state, record.id, int(tail) if tail is not None else None)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    return handler
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> AsyncIterator[bytes]:
+    """The whole log (or its last `tail` lines), then new lines until the job has ended."""
+    lines, offset = state.logs.read(job_id)
+    if tail is not None:
+        lines = lines[-tail:] if tail else []
+    last_sent = time.monotonic()
+    while True:
+        if lines:
+            yield b"".join(b"data: " + line + b"\n\n" for line in lines)
+            last_sent = time.monotonic()
+        record = state.store.get(job_id)
+        ended = record is None or record.terminal
+        lines, offset = state.logs.read(job_id, offset)
+        if ended and not lines:
+            return
+        if not lines:
+            if time.monotonic() - last_sent >= state.keepalive_seconds:
+                yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(state.poll_seconds)
+
+
+def _metrics(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+        if record.terminal:
+            raise ApiError(406, f"Job {record.id} is not running ({record.stage})")
+        flavor = CATALOG.get(record.spec.get("flavor") or DEFAULT_FLAVOR, CATALOG[DEFAULT_FLAVOR])
+
+        async def events() -> AsyncIterator[bytes]:
+            while True:
+                current = state.store.get(record.id)
+                if current is None or current.terminal:
+                    return
+                sample = await asyncio.to_thread(metrics.sample, current.pid, flavor)
+                yield b"event: metric\ndata: " + json.dumps(sample).encode() + b"\n\n"
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    return handler
+
+
+def build_state(
+    data_dir: Path,
+    tokens: dict[str, Identity],
+    *,
+    max_parallel: int,
+    environ: dict[str, str] | None = None,
+) -> ServerState:
+    store = Store(data_dir / "jobs.db")
+    logs = LogBook(data_dir / "logs")
+    executor = Executor(
+        store,
+        logs,
+        data_dir / "work",
+        max_parallel=max_parallel,
+        environ=environ if environ is not None else dict(os.environ),
+    )
+    keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
+    return ServerState(store, logs, executor, tokens, keepalive)

@@ -1,0 +1,146 @@
+"""Jobs persisted in SQLite: a restarted server still knows every job it ran."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    initiator TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT,
+    exit_code INTEGER,
+    pid INTEGER,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_namespace ON jobs (namespace, created_at);
+"""
+
+
+@dataclass
+class JobRecord:
+    id: str
+    namespace: str
+    owner: dict[str, str]
+    initiator: dict[str, str]
+    spec: dict[str, Any]  # the create body, secrets with their values (never returned by the API)
+    stage: str = "SCHEDULING"
+    message: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.stage in TERMINAL_STAGES
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.spec.get("labels") or {}
+
+
+_COLUMNS = (
+    "id", "namespace", "owner", "initiator", "spec", "stage", "message", "exit_code", "pid",
+    "created_at", "started_at", "finished_at",
+)  # fmt: skip
+_JSON_COLUMNS = {"owner", "initiator", "spec"}
+
+
+class Store:
+    """One SQLite connection shared by the app and the executor, behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, record: JobRecord) -> None:
+        row = self._row(record)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", row
+            )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        return self._record(found) if found else None
+
+    def list(self, namespace: str) -> list[JobRecord]:
+        """Every job of `namespace`, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE namespace = ? "
+                "ORDER BY created_at DESC, id DESC",
+                (namespace,),
+            ).fetchall()
+        return [self._record(row) for row in rows]
+
+    def with_stage(self, *stages: str) -> list[JobRecord]:
+        marks = ", ".join("?" for _ in stages)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stage IN ({marks}) "
+                "ORDER BY created_at, id",
+                stages,
+            ).fetchall()
+        return [self._record(row) for row in rows]
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+
+    def finish(self, job_id: str, stage: str, message: str | None, exit_code: int | None) -> bool:
+        """Move a job that is not yet terminal to a terminal stage; False if it already was."""
+        terminal = tuple(TERMINAL_STAGES)
+        marks = ", ".join("?" for _ in terminal)
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE jobs SET stage = ?, message = ?, exit_code = ?, finished_at = ? "
+                f"WHERE id = ? AND stage NOT IN ({marks})",
+                (stage, message, exit_code, time.time(), job_id, *terminal),
+            )
+        return cursor.rowcount == 1
+
+    def _row(self, record: JobRecord) -> tuple[Any, ...]:
+        return tuple(
+            json.dumps(getattr(record, name)) if name in _JSON_COLUMNS else getattr(record, name)
+            for name in _COLUMNS
+        )
+
+    def _record(self, row: tuple[Any, ...]) -> JobRecord:
+        values = {
+            name: json.loads(value) if name in _JSON_COLUMNS else value
+            for name, value in zip(_COLUMNS, row, strict=True)
+        }
+        return JobRecord(**values)

@@ -1,0 +1,77 @@
+"""Who may use the server: bearer tokens, each for a user and the organizations it belongs to.
+
+A token spec is `NAME=TOKEN`, or `NAME@ORG1,ORG2=TOKEN` for a user who is a member of orgs.
+Without any, the server makes a token for the current user and keeps it in its data dir.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from hfuv.errors import UsageError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    orgs: tuple[str, ...] = ()
+
+    def can_use(self, namespace: str) -> bool:
+        return namespace == self.name or namespace in self.orgs
+
+
+def entity_id(name: str) -> str:
+    """A stable 24-hex id for a user or org name, shaped like the Hub's."""
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def parse_spec(spec: str, where: str = "--token") -> tuple[str, Identity]:
+    who, sep, token = spec.partition("=")
+    name, _, orgs = who.partition("@")
+    org_names = tuple(o for o in orgs.split(",") if o) if orgs else ()
+    if not sep or not token or not all(_NAME.fullmatch(n) for n in (name, *org_names)):
+        raise UsageError(
+            f"invalid token spec {spec.split('=')[0]}=… in {where}",
+            hint="write NAME=TOKEN or NAME@ORG1,ORG2=TOKEN",
+        )
+    return token, Identity(name, org_names)
+
+
+def load(
+    specs: tuple[str, ...], tokens_file: Path | None, data_dir: Path
+) -> tuple[dict[str, Identity], str | None]:
+    """Token → identity; plus the token generated for this user when none was given."""
+    tokens: dict[str, Identity] = {}
+    for spec in specs:
+        token, identity = parse_spec(spec)
+        tokens[token] = identity
+    if tokens_file is not None:
+        try:
+            lines = tokens_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read --tokens-file {tokens_file}: {exc.strerror}") from None
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                token, identity = parse_spec(line, f"{tokens_file}:{number}")
+                tokens[token] = identity
+    if tokens:
+        return tokens, None
+    saved = data_dir / "token"
+    if saved.is_file():
+        token, identity = parse_spec(saved.read_text(encoding="utf-8").strip(), str(saved))
+    else:
+        user = re.sub(r"[^A-Za-z0-9._-]", "-", getpass.getuser()) or "me"
+        token = "hfuv_" + secrets.token_urlsafe(24)
+        identity = Identity(user)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(f"{user}={token}\n", encoding="utf-8")
+        saved.chmod(0o600)
+    return {token: identity}, token
