@@ -135,3 +135,76 @@ import hfuv_demo_b
 
 print(hfuv_demo_a.VALUE, hfuv_demo_b.VALUE, "%d.%d" % sys.version_info[:2])
 """
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """A real `hfuv server` in a subprocess, on a free port of 127.0.0.1."""
+
+    TOKENS = {"me": "token-me", "other": "token-other"}
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.extra = extra
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, user: str = "me") -> dict[str, str]:
+        return {"HF_ENDPOINT": self.url, "HF_TOKEN": self.TOKENS[user]}
+
+    def start(self) -> ServerProcess:
+        import time
+        import urllib.request
+
+        args = [sys.executable, "-m", "hfuv", "server", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), *self.extra]  # fmt: skip
+        for user, token in self.TOKENS.items():
+            args += ["--token", f"{user}={token}"]
+        env = dict(os.environ, HFUV_SERVER_KEEPALIVE="1")
+        self.process = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"{self.url}/api/whoami-v2", headers={"authorization": "Bearer token-me"}
+                )
+                urllib.request.urlopen(request, timeout=1).read()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(self.process.stderr.read() if self.process.stderr else "")
+                time.sleep(0.1)
+        raise RuntimeError("hfuv server did not start")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "server-data").start()
+    yield process
+    process.stop()

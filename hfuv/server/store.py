@@ -126,7 +126,8 @@ class Store:
         marks = ", ".join("?" for _ in terminal)
         with self._lock:
             cursor = self._db.execute(
-                f"UPDATE jobs SET stage = ?, message = ?, exit_code = ?, finished_at = ? "
+                f"UPDATE jobs SET stage = ?, message = COALESCE(?, message), exit_code = ?, "
+                "finished_at = ? "
                 f"WHERE id = ? AND stage NOT IN ({marks})",
                 (stage, message, exit_code, time.time(), job_id, *terminal),
             )

@@ -1,0 +1,286 @@
+"""`hfuv server` and the remote commands against it, end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    DEMO_SCRIPT,
+    EXAMPLES,
+    ServerProcess,
+    hfuv,
+    needs_python,
+    write,
+)
+
+pytestmark = needs_python("3.12")
+
+SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
+
+
+def processes_of(job_id: str) -> list[int]:
+    """Live processes carrying the job's JOB_ID (Linux)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"JOB_ID={job_id}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def api(server: ServerProcess, path: str, *, user: str = "me", method: str = "GET",
+        body: object = None) -> tuple[int, object]:  # fmt: skip
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{server.url}{path}",
+        data=data,
+        method=method,
+        headers={"authorization": f"Bearer {ServerProcess.TOKENS.get(user, user)}",
+                 "content-type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def wait_stage(server: ServerProcess, job_id: str, stages: set[str], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, job = api(server, f"/api/jobs/me/{job_id}")
+        if job["status"]["stage"] in stages:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {stages}: {job}")
+
+
+def detach(server: ServerProcess, script: Path, *args: str) -> str:
+    result = hfuv("run", str(script), "--detach", *args, env=server.env())
+    assert result.code == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert len(job_id) == 24, result.stdout
+    return job_id
+
+
+def test_run_streams_output_and_exits_with_the_jobs_code(server: ServerProcess) -> None:
+    result = hfuv("run", str(EXAMPLES / "show_args.py"), "--", "a b", "--flag", env=server.env())
+    assert result.code == 0, result.stderr
+    assert "arg: a b\narg: --flag\n" in result.stdout
+    assert "submitted: " + server.url + "/jobs/me/" in result.stderr
+    failing = hfuv("run", str(EXAMPLES / "exit_code.py"), "--", "7", env=server.env())
+    assert failing.code == 7
+    assert "ended ERROR: Job failed with exit code: 7" in failing.stderr
+
+
+def test_deps_example_through_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "demo.py", DEMO_SCRIPT)
+    result = hfuv("run", str(script), "--flavor", "cpu-basic", env=server.env())
+    assert result.code == 0, result.stderr
+    assert "a-1.1.0 b-2.0.0 3.12\n" in result.stdout
+
+
+def test_local_and_server_runs_print_the_same(server: ServerProcess) -> None:
+    args = ("--", "x", "y z")
+    local = hfuv("run", str(EXAMPLES / "show_args.py"), "--local", *args)
+    remote = hfuv("run", str(EXAMPLES / "show_args.py"), *args, env=server.env())
+    assert local.code == remote.code == 0
+
+    def without_job_id(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("env: JOB_ID=")]
+
+    assert without_job_id(local.stdout) == without_job_id(remote.stdout)
+
+
+def test_detach_then_logs_follow(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "count.py",
+                   "import time\nfor i in range(5):\n    print('line', i, flush=True)\n"
+                   "    time.sleep(0.3)\n")  # fmt: skip
+    job_id = detach(server, script)
+    logs = hfuv("logs", "-f", job_id, env=server.env())
+    assert logs.code == 0, logs.stderr
+    assert logs.stdout == "".join(f"line {i}\n" for i in range(5))
+    again = hfuv("logs", f"me/{job_id}", env=server.env())
+    assert again.stdout == logs.stdout
+    tail = hfuv("logs", job_id, "--tail", "2", env=server.env())
+    assert tail.stdout == "line 3\nline 4\n"
+    stamped = hfuv("logs", job_id, "-t", env=server.env()).stdout.splitlines()
+    assert stamped[0].endswith("Z line 0") and stamped[0][:4].isdigit()
+
+
+def test_ps_cancel_and_no_process_left(server: ServerProcess, tmp_path: Path) -> None:
+    job_id = detach(server, write(tmp_path / "sleep.py", SLEEPER))
+    wait_stage(server, job_id, {"RUNNING"})
+    listed = hfuv("ps", env=server.env())
+    assert job_id in listed.stdout and "RUNNING" in listed.stdout
+    as_json = hfuv("ps", "--json", env=server.env()).json()
+    assert [job["id"] for job in as_json] == [job_id]
+    time.sleep(1.0)  # let uv start the script itself
+    if sys.platform == "linux":
+        assert processes_of(job_id)
+    started = time.monotonic()
+    assert hfuv("cancel", job_id, env=server.env()).code == 0
+    job = wait_stage(server, job_id, {"CANCELED"}, timeout=10)
+    assert time.monotonic() - started < 10
+    assert job["status"]["stage"] == "CANCELED"
+    if sys.platform == "linux":
+        time.sleep(0.5)
+        assert processes_of(job_id) == []
+    assert hfuv("ps", env=server.env()).stdout == ""
+    assert job_id in hfuv("ps", "-a", env=server.env()).stdout
+
+
+def test_timeout_ends_the_job_as_error(server: ServerProcess, tmp_path: Path) -> None:
+    result = hfuv("run", str(write(tmp_path / "sleep.py", SLEEPER)), "--timeout", "2s",
+                  env=server.env())  # fmt: skip
+    assert result.code == 124, result.stderr
+    assert "ended ERROR: Job timeout" in result.stderr
+    assert "sleeping" in result.stdout
+
+
+def test_wait_and_inspect(server: ServerProcess) -> None:
+    ok = detach(server, EXAMPLES / "exit_code.py", "--", "0")
+    bad = detach(server, EXAMPLES / "exit_code.py", "--", "3")
+    assert hfuv("wait", ok, env=server.env()).code == 0
+    both = hfuv("wait", ok, bad, env=server.env())
+    assert both.code == 1
+    assert "COMPLETED" in both.stdout and "ERROR" in both.stdout
+    info = hfuv("inspect", bad, "--json", env=server.env()).json()
+    assert info["status"] == {"stage": "ERROR", "message": "Job failed with exit code: 3",
+                              "exitCode": 3}  # fmt: skip
+    assert info["owner"]["name"] == "me"
+    summary = hfuv("inspect", f"me/{bad}", env=server.env()).stdout
+    assert "exit code 3" in " ".join(summary.split())
+
+
+def test_exec_runs_a_command(server: ServerProcess) -> None:
+    result = hfuv("exec", "python:3.12", "--", "python3", "-c", "print('from exec')",
+                  env=server.env())  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert result.stdout == "from exec\n"
+    job = hfuv("ps", "-a", "--json", env=server.env()).json()[0]
+    assert job["dockerImage"] == "python:3.12"
+    assert job["status"]["stage"] == "COMPLETED"
+    assert "image python:3.12 is not used" in job["status"]["message"]
+
+
+def test_secrets_reach_the_job_but_never_the_api(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "s.py", "import os\nprint(len(os.environ['MY_SECRET']))\n")
+    result = hfuv("run", str(script), "-s", "MY_SECRET", env={**server.env(),
+                                                              "MY_SECRET": "canary-77"})  # fmt: skip
+    assert result.code == 0 and result.stdout.strip().endswith("9")
+    job = hfuv("ps", "-a", "--json", env=server.env()).json()[0]
+    assert job["secrets"] == ["MY_SECRET"]
+    assert "canary-77" not in json.dumps(job)
+
+
+def test_tokens_see_only_their_namespaces(server: ServerProcess, tmp_path: Path) -> None:
+    job_id = detach(server, EXAMPLES / "hello.py")
+    other = server.env("other")
+    assert hfuv("ps", "-a", env=other).stdout == ""
+    peek = hfuv("inspect", f"me/{job_id}", env=other)
+    assert peek.code == 1 and "forbidden" in peek.stderr
+    assert hfuv("cancel", f"me/{job_id}", env=other).code == 1
+    assert api(server, f"/api/jobs/other/{job_id}", user="other")[0] == 404
+    assert api(server, "/api/jobs/me", user="nobody")[0] == 401
+    assert api(server, "/api/jobs/me", user="")[0] == 401
+
+
+def test_bad_requests_get_4xx(server: ServerProcess) -> None:
+    cases = [
+        ([], 400), ({"command": "echo"}, 400), ({"command": ["echo"], "flavor": "gpu-9000",
+                                                 "dockerImage": "x"}, 400),
+        ({"command": ["echo"], "dockerImage": "x", "timeoutSeconds": "soon"}, 400),
+        ({"command": ["echo"], "dockerImage": "x", "environment": {"A": 1}}, 400),
+    ]  # fmt: skip
+    for body, status in cases:
+        assert api(server, "/api/jobs/me", method="POST", body=body)[0] == status, body
+
+
+def test_server_survives_sigkill(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        done = detach(server, EXAMPLES / "show_args.py", "--", "kept")
+        wait_stage(server, done, {"COMPLETED"})
+        running = detach(server, write(tmp_path / "sleep.py", SLEEPER))
+        wait_stage(server, running, {"RUNNING"})
+        time.sleep(1.0)
+        server.kill()
+        server = ServerProcess(tmp_path / "data")
+        server.start()
+        listed = hfuv("ps", "-a", "--json", env=server.env()).json()
+        assert {job["id"] for job in listed} == {done, running}
+        assert hfuv("logs", done, env=server.env()).stdout.startswith("arg: kept\n")
+        job = wait_stage(server, running, {"ERROR"}, timeout=5)
+        assert "server stopped" in job["status"]["message"]
+        assert hfuv("logs", running, env=server.env()).stdout.startswith("sleeping\n")
+        if sys.platform == "linux":
+            assert processes_of(running) == []
+    finally:
+        server.stop()
+
+
+def test_max_parallel_keeps_the_rest_scheduling(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--max-parallel", "1").start()
+    try:
+        first = detach(server, write(tmp_path / "sleep.py", SLEEPER))
+        second = detach(server, EXAMPLES / "hello.py")
+        wait_stage(server, first, {"RUNNING"})
+        time.sleep(0.5)
+        assert api(server, f"/api/jobs/me/{second}")[1]["status"]["stage"] == "SCHEDULING"
+        hfuv("cancel", first, env=server.env())
+        wait_stage(server, second, {"COMPLETED"})
+    finally:
+        server.stop()
+
+
+def test_ctrl_c_leaves_the_job_running(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "sleep.py", SLEEPER)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hfuv", "run", str(script)],
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "sleeping\n"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "still running" in err and "hfuv logs -f me/" in err and "hfuv cancel me/" in err
+    job = hfuv("ps", "--json", env=server.env()).json()[0]
+    assert job["status"]["stage"] == "RUNNING"
+    hfuv("cancel", job["id"], env=server.env())
+
+
+def test_hardware_from_the_api(server: ServerProcess) -> None:
+    items = hfuv("hardware", "--json", env=server.env()).json()
+    assert {"name": "a10g-small", "unitCostUSD": round(1.0 / 60, 6)}.items() <= next(
+        i for i in items if i["name"] == "a10g-small"
+    ).items()
+    offline = hfuv("hardware", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "x"})
+    assert offline.code == 0 and "built-in catalog" in offline.stderr
+    assert "h200x8" in offline.stdout
+
+
+@pytest.mark.parametrize("stats_ok", [True])
+def test_stats_of_a_running_job(server: ServerProcess, tmp_path: Path, stats_ok: bool) -> None:
+    job_id = detach(server, write(tmp_path / "sleep.py", SLEEPER))
+    wait_stage(server, job_id, {"RUNNING"})
+    result = hfuv("stats", job_id, env=server.env())
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("JOB ID") and job_id in result.stdout
+    hfuv("cancel", job_id, env=server.env())
