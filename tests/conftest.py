@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -148,7 +149,7 @@ def free_port() -> int:
 class ServerProcess:
     """A real `hfuv server` in a subprocess, on a free port of 127.0.0.1."""
 
-    TOKENS = {"me": "token-me", "other": "token-other"}
+    TOKENS: ClassVar[dict[str, str]] = {"me": "token-me", "other": "token-other"}
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
@@ -185,7 +186,8 @@ class ServerProcess:
                 return self
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(self.process.stderr.read() if self.process.stderr else "")
+                    stderr = self.process.stderr.read() if self.process.stderr else ""
+                    raise RuntimeError(stderr) from None
                 time.sleep(0.1)
         raise RuntimeError("hfuv server did not start")
 

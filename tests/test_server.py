@@ -178,8 +178,8 @@ def test_exec_runs_a_command(server: ServerProcess) -> None:
 
 def test_secrets_reach_the_job_but_never_the_api(server: ServerProcess, tmp_path: Path) -> None:
     script = write(tmp_path / "s.py", "import os\nprint(len(os.environ['MY_SECRET']))\n")
-    result = hfuv("run", str(script), "-s", "MY_SECRET", env={**server.env(),
-                                                              "MY_SECRET": "canary-77"})  # fmt: skip
+    env = {**server.env(), "MY_SECRET": "canary-77"}
+    result = hfuv("run", str(script), "-s", "MY_SECRET", env=env)
     assert result.code == 0 and result.stdout.strip().endswith("9")
     job = hfuv("ps", "-a", "--json", env=server.env()).json()[0]
     assert job["secrets"] == ["MY_SECRET"]
