@@ -44,6 +44,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 @dataclass
@@ -73,8 +74,13 @@ class FakeHost:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                host.requests.append(Recorded("GET", self.path, dict(self.headers.items())))
-                route = host.routes.get(self.path.split("?")[0])
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                host.requests.append(
+                    Recorded(self.command, self.path, dict(self.headers.items()), body)
+                )
+                route = host.routes.get(f"{self.command} {self.path.split('?')[0]}")
+                route = route or host.routes.get(self.path.split("?")[0])
                 reply = route() if callable(route) else route
                 if reply is None:
                     reply = Reply.text("not found", 404)
@@ -84,6 +90,8 @@ class FakeHost:
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 self.wfile.write(reply.body)
+
+            do_POST = do_PUT = do_GET
 
             def log_message(self, *args: object) -> None:
                 pass

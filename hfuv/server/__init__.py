@@ -43,7 +43,12 @@ def serve(
     else:
         announce(f"HF_ENDPOINT={url} HF_TOKEN=<one of the tokens you gave>")
     config = uvicorn.Config(
-        create_app(state), host=host, port=port, log_level="warning", lifespan="off"
+        create_app(state),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        date_header=False,  # the logs route sets an exact one (clients cut replays at Date + 1s)
     )
     server = uvicorn.Server(config)
     try:

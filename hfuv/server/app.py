@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -334,7 +336,10 @@ def _logs(state: ServerState):
         if tail is not None and not tail.isdigit():
             raise ApiError(400, "`tail` must be a non-negative integer")
         stream = _follow_log(state, record.id, int(tail) if tail is not None else None)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=_SSE_HEADERS)
+        # Rounded up: a client that stops a replay at Date + 1s must not lose the last lines.
+        date = formatdate(math.ceil(time.time()), usegmt=True)
+        headers = {**_SSE_HEADERS, "Date": date}
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
     return handler
 
