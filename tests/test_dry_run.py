@@ -90,10 +90,11 @@ def test_hf_token_secret_falls_back_to_the_saved_login(tmp_path: Path) -> None:
     assert "hf_saved_canary_token" not in result.output
 
 
-def test_remote_submission_is_not_available_yet() -> None:
-    result = hfuv("run", str(EXAMPLES / "hello.py"))
-    assert result.code == 2
-    assert "remote submission is not available yet" in result.stderr
+def test_remote_run_without_a_token_says_how_to_log_in() -> None:
+    result = hfuv("run", str(EXAMPLES / "hello.py"), env={"HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.code == 1
+    assert "error: no Hugging Face token" in result.stderr
+    assert "hf auth login" in result.stderr
 
 
 def test_script_without_metadata_gets_a_block_in_the_shipped_copy(tmp_path: Path) -> None:
