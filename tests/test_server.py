@@ -284,3 +284,21 @@ def test_stats_of_a_running_job(server: ServerProcess, tmp_path: Path, stats_ok:
     assert result.code == 0, result.stderr
     assert result.stdout.startswith("JOB ID") and job_id in result.stdout
     hfuv("cancel", job_id, env=server.env())
+
+
+def test_deps_example_from_pypi_through_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's server walk-through: the example with real dependencies, from PyPI."""
+    monkeypatch.delenv("UV_NO_INDEX")
+    monkeypatch.delenv("UV_FIND_LINKS")
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        result = hfuv("run", str(EXAMPLES / "with_deps.py"), "--flavor", "cpu-basic",
+                      env=server.env())  # fmt: skip
+        assert result.code == 0, result.stderr
+        assert "xn--bcher-kva.example\n" in result.stdout
+        local = hfuv("run", str(EXAMPLES / "with_deps.py"), "--local")
+        assert local.stdout in result.stdout
+    finally:
+        server.stop()
