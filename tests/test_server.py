@@ -302,3 +302,39 @@ def test_deps_example_from_pypi_through_the_server(
         assert local.stdout in result.stdout
     finally:
         server.stop()
+
+
+def test_labels_duplicate_and_pagination(server: ServerProcess) -> None:
+    body = {"command": ["true"], "dockerImage": "python:3.12", "labels": {"a": "1"}}
+    ids = [api(server, "/api/jobs/me", method="POST", body=body)[1]["id"] for _ in range(3)]
+    status, job = api(server, f"/api/jobs/me/{ids[0]}/labels", method="PUT",
+                      body={"labels": {"team": "ml"}})  # fmt: skip
+    assert status == 200 and job["labels"] == {"team": "ml"}
+    status, copy = api(server, f"/api/jobs/me/{ids[0]}/duplicate", method="POST")
+    assert status == 200 and copy["initiator"] == {"type": "duplicated-job", "id": ids[0]}
+    assert copy["labels"] == {"team": "ml"} and copy["id"] not in ids
+    url, pages = f"{server.url}/api/jobs/me?limit=1&label=a", []
+    while url:
+        request = urllib.request.Request(url, headers={"authorization": "Bearer token-me"})
+        with urllib.request.urlopen(request) as response:
+            pages.append([job["id"] for job in json.loads(response.read())])
+            link = response.headers.get("Link") or ""
+        url = link[link.index("<") + 1 : link.index(">")] if 'rel="next"' in link else ""
+    assert pages == [[ids[2]], [ids[1]]], "newest first, one per page, filtered by label"
+    listed = hfuv("ps", "-a", "--label", "team=ml", "--json", env=server.env()).json()
+    assert {j["id"] for j in listed} == {ids[0], copy["id"]}
+
+
+def test_org_members_use_the_org_namespace(tmp_path: Path) -> None:
+    tokens = write(tmp_path / "tokens", "# user@orgs=token\nalice@lab=tok-alice\nbob=tok-bob\n")
+    server = ServerProcess(tmp_path / "data", "--tokens-file", str(tokens)).start()
+    try:
+        body = {"command": ["true"], "dockerImage": "python:3.12"}
+        status, job = api(server, "/api/jobs/lab", user="tok-alice", method="POST", body=body)
+        assert status == 200 and job["owner"]["type"] == "org" and job["owner"]["name"] == "lab"
+        assert api(server, "/api/jobs/lab", user="tok-bob")[0] == 403
+        assert api(server, f"/api/jobs/lab/{job['id']}", user="tok-bob")[0] == 403
+        whoami = api(server, "/api/whoami-v2", user="tok-alice")[1]
+        assert whoami["name"] == "alice" and whoami["orgs"][0]["name"] == "lab"
+    finally:
+        server.stop()
