@@ -137,6 +137,11 @@ def api_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def max_cost_origin(config: Any) -> str:
+    origin = config.origin("max_cost")
+    return "--max-cost or HFUV_MAX_COST" if origin == "flag" else origin
+
+
 def status(message: str) -> None:
     click.echo(message, err=True)
 
@@ -149,14 +154,17 @@ def make_client(endpoint: str | None, token: str | None):
     return JobsClient(endpoint=endpoint, token=token)
 
 
-def submit(spec: Any, namespace: str | None, endpoint: str | None, token: str | None, *,
+def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
            detach: bool) -> None:  # fmt: skip
     """Create the job; then print its id (--detach) or follow it to its end."""
+    from hfuv import costs
     from hfuv.remote import follow_to_end
 
     with make_client(endpoint, token) as client:
-        namespace = client.namespace(namespace)
-        status(f"estimate: {spec.estimate()['summary']}")
+        worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
+        status(f"estimate: {worst.summary()}")
+        costs.guard(worst, config.max_cost, max_cost_origin(config))
+        namespace = client.namespace(config.namespace)
         created = client.create_job(namespace, spec.body)
         job_id = created["id"]
         status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
@@ -211,7 +219,7 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     elif local:
         run_here(job)
     else:
-        submit(job.spec, job.inspection.config.namespace, endpoint, token, detach=detach)
+        submit(job.spec, job.inspection.config, endpoint, token, detach=detach)
 
 
 def request_url(endpoint: str | None, namespace: str | None) -> str:
@@ -229,7 +237,7 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
         estimate["within_max_cost"] = estimate["max_usd"] <= config.max_cost
         if not estimate["within_max_cost"]:
             warn([f"the worst case (${estimate['max_usd']:.2f}) is over the max cost "
-                  f"(${config.max_cost:.2f}, {config.origin('max_cost')}); a submission "
+                  f"(${config.max_cost:.2f}, {max_cost_origin(config)}); a submission "
                   "would be refused"])  # fmt: skip
     if as_json:
         document = {"method": "POST", "url": url, "body": spec.redacted(), "estimate": estimate}
@@ -336,7 +344,8 @@ def check(script: str, as_json: bool, **params: Any) -> None:
 
 
 def print_check(report: dict[str, Any], config: Any) -> None:
-    from hfuv.flavors import format_cost, format_duration, get_flavor
+    from hfuv.costs import estimate
+    from hfuv.flavors import format_duration, get_flavor
 
     def row(label: str, value: Any, origin: str | None = None) -> None:
         suffix = f"  ({origin})" if origin and origin != "flag" else ""
@@ -352,7 +361,7 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     row("image", report["image"], config.origin("image"))
     row("flavor", get_flavor(config.flavor).describe(), config.origin("flavor"))
     row("timeout", format_duration(config.timeout_seconds), config.origin("timeout"))
-    row("cost", format_cost(get_flavor(config.flavor), config.timeout_seconds))
+    row("cost", estimate(None, config.flavor, config.timeout_seconds).summary())
     for key in ("env", "secrets", "labels"):
         for name, item in report["launch"][key].items():
             row(key, f"{name}={item['value']}", item["origin"])
@@ -439,7 +448,7 @@ def exec_command(image: str, command: tuple[str, ...], dry_run: bool, detach: bo
                     "estimate": spec.estimate()}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
-    submit(spec, config.namespace, endpoint, token, detach=detach)
+    submit(spec, config, endpoint, token, detach=detach)
 
 
 def namespace_option(func: Callable[..., Any]) -> Callable[..., Any]:

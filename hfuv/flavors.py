@@ -121,20 +121,6 @@ def get_flavor(name: str, *, origin: str = "--flavor") -> Flavor:
     raise ConfigError(f"unknown flavor {name!r} (from {origin})", hint=hint)
 
 
-def worst_case_cost(flavor: Flavor, timeout_seconds: int, jobs: int = 1) -> float:
-    """Price per hour × timeout × number of jobs, in USD."""
-    return flavor.usd_per_hour * timeout_seconds / 3600 * jobs
-
-
-def format_cost(flavor: Flavor, timeout_seconds: int, jobs: int = 1) -> str:
-    cost = worst_case_cost(flavor, timeout_seconds, jobs)
-    count = f" × {jobs} jobs" if jobs > 1 else ""
-    return (
-        f"{flavor.name} at ${flavor.usd_per_hour:.2f}/h × {format_duration(timeout_seconds)} "
-        f"timeout{count} = at most ${cost:.2f}"
-    )
-
-
 def format_duration(seconds: int) -> str:
     if seconds % 86400 == 0:
         return f"{seconds // 86400}d"

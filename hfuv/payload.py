@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hfuv import costs
 from hfuv.errors import BundleTooLargeError, ConfigError
-from hfuv.flavors import Flavor, format_cost, get_flavor
+from hfuv.flavors import Flavor, get_flavor
 from hfuv.lock import EnvSpec
 from hfuv.plan import LaunchConfig
 from hfuv.sources import ScriptSource
@@ -52,14 +53,15 @@ class JobSpec:
         return body
 
     def estimate(self, jobs: int = 1) -> dict[str, Any]:
-        timeout = self.body["timeoutSeconds"]
+        """The worst case at the built-in catalog's price (submissions ask the endpoint)."""
+        worst = costs.estimate(None, self.flavor.name, self.body["timeoutSeconds"], jobs)
         return {
-            "flavor": self.flavor.name,
-            "usd_per_hour": self.flavor.usd_per_hour,
-            "timeout_seconds": timeout,
+            "flavor": worst.flavor,
+            "usd_per_hour": worst.usd_per_hour,
+            "timeout_seconds": worst.timeout_seconds,
             "jobs": jobs,
-            "max_usd": round(self.flavor.usd_per_hour * timeout / 3600 * jobs, 4),
-            "summary": format_cost(self.flavor, timeout, jobs),
+            "max_usd": round(worst.max_usd, 4),
+            "summary": worst.summary(),
         }
 
 

@@ -164,4 +164,4 @@ def test_max_cost_is_checked_against_the_worst_case() -> None:
                 env={"HFUV_MAX_COST": "10"})  # fmt: skip
     estimate = over.json()["estimate"]
     assert estimate["max_usd"] == 20.0 and estimate["within_max_cost"] is False
-    assert "is over the max cost ($10.00, flag)" in over.stderr
+    assert "is over the max cost ($10.00, --max-cost or HFUV_MAX_COST)" in over.stderr
