@@ -192,9 +192,24 @@ def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@click.option(
+    "--matrix",
+    multiple=True,
+    metavar="K=V1,V2",
+    help="Sweep: one job per combination; {K} in arguments and env is filled in.",
+)
+@click.option("--matrix-file", metavar="FILE", help="Sweep: one JSON object per line and job.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Sweep: submissions in flight at once.",
+)
 @api_options
 def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json: bool,
-        detach: bool, endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
+        detach: bool, matrix: tuple[str, ...], matrix_file: str | None, parallel: int,
+        endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
     """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
 
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
@@ -211,15 +226,72 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
         raise UsageError("--detach goes with a remote run, not --local or --dry-run")
     from hfuv.job import prepare_job
 
+    points = None
+    if matrix or matrix_file:
+        from hfuv.sweep import parse_grid
+
+        if local:
+            raise UsageError("a sweep runs as jobs", hint="list its jobs here with --dry-run")
+        points = parse_grid(matrix, matrix_file)
     request = build_request(script, args, params)
     job = prepare_job(request)
     warn(job.warnings)
-    if dry_run:
+    if points is not None:
+        run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
+                  detach=detach, parallel=parallel)  # fmt: skip
+    elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
     elif local:
         run_here(job)
     else:
         submit(job.spec, job.inspection.config, endpoint, token, detach=detach)
+
+
+def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, token: str | None,
+              *, dry_run: bool, as_json: bool, detach: bool, parallel: int) -> None:  # fmt: skip
+    """Submit one job per point (one lock, one bundle), then follow them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hfuv import costs
+    from hfuv.remote import follow_sweep, sweep_summary
+    from hfuv.sweep import expand, new_sweep_id
+
+    spec, config = job.spec, job.inspection.config
+    sweep_id = new_sweep_id()
+    bodies = expand(spec.body, points, sweep_id, first_arg=3)
+    if dry_run:
+        estimate = spec.estimate(jobs=len(bodies))
+        if as_json:
+            redacted = [dict(b, secrets={k: "***" for k in b["secrets"]}) if "secrets" in b
+                        else b for b in bodies]  # fmt: skip
+            click.echo(json.dumps({"method": "POST", "url": request_url(endpoint, config.namespace),
+                                   "sweep": sweep_id, "bodies": redacted,
+                                   "estimate": estimate}, indent=2))  # fmt: skip
+            return
+        for index, (body, point) in enumerate(zip(bodies, points, strict=True)):
+            values = " ".join(f"{k}={v}" for k, v in point.items())
+            click.echo(f"[{index}] {values}: args {json.dumps(body['command'][3:])}")
+        click.echo(f"estimate: {estimate['summary']}")
+        return
+    with make_client(endpoint, token) as client:
+        worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"], len(bodies))
+        status(f"estimate: {worst.summary()}")
+        costs.guard(worst, config.max_cost, max_cost_origin(config))
+        namespace = client.namespace(config.namespace)
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            created = list(pool.map(lambda body: client.create_job(namespace, body), bodies))
+        status(f"sweep {sweep_id}: {len(created)} jobs submitted to {namespace}")
+        if detach:
+            click.echo(sweep_id)
+            return
+        try:
+            jobs = follow_sweep(client, namespace, sweep_id, len(created),
+                                live=sys.stderr.isatty(), status=status)  # fmt: skip
+        except KeyboardInterrupt:
+            status(f"\nstopped following; the sweep goes on: hfuv sweep watch {sweep_id}")
+            sys.exit(130)
+    click.echo(sweep_summary(jobs))
+    sys.exit(0 if all(j["status"]["stage"] == "COMPLETED" for j in jobs) else 1)
 
 
 def request_url(endpoint: str | None, namespace: str | None) -> str:
@@ -469,13 +541,17 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
 @click.option("-a", "--all", "show_all", is_flag=True, help="All jobs, not only running ones.")
 @click.option("-l", "--label", "labels", multiple=True, metavar="K[=V]", help="Filter by label.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of jobs.")
+@click.option("--sweep", metavar="ID", help="Only the jobs of this sweep (all stages).")
 @namespace_option
 @api_options
-def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, namespace: str | None,
-       endpoint: str | None, token: str | None) -> None:  # fmt: skip
+def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, sweep: str | None,
+       namespace: str | None, endpoint: str | None, token: str | None) -> None:  # fmt: skip
     """List jobs (running and scheduling ones unless -a)."""
     from hfuv.display import jobs_table
+    from hfuv.sweep import SWEEP_LABEL
 
+    if sweep:
+        labels, show_all = (*labels, f"{SWEEP_LABEL}={sweep}"), True
     stages = () if show_all else ("RUNNING", "SCHEDULING")
     with make_client(endpoint, token) as client:
         jobs = client.list_jobs(client.namespace(namespace), stages=stages, labels=labels)
@@ -488,19 +564,32 @@ def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, namespace: str | 
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
 @click.option("-n", "--tail", type=click.IntRange(min=0), help="Only the last N lines.")
 @click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its timestamp.")
+@click.option("--sweep", metavar="ID", help="With --index: a job of this sweep.")
+@click.option("--index", type=click.IntRange(min=0), help="The index of the job in --sweep.")
 @namespace_option
 @api_options
-def logs(job: str, follow: bool, tail: int | None, timestamps: bool, namespace: str | None,
-         endpoint: str | None, token: str | None) -> None:  # fmt: skip
+def logs(job: str | None, follow: bool, tail: int | None, timestamps: bool, sweep: str | None,
+         index: int | None, namespace: str | None, endpoint: str | None,
+         token: str | None) -> None:  # fmt: skip
     """Print a job's log, each line exactly as the job wrote it."""
+    from hfuv.errors import UsageError
     from hfuv.remote import print_logs
 
+    if (job is None) == (sweep is None) or (sweep is None) != (index is None):
+        raise UsageError("give a JOB, or --sweep ID --index K")
     with make_client(endpoint, token) as client:
-        ns, job_id = job_ref(client, job, namespace)
+        if sweep is not None:
+            ns = client.namespace(namespace)
+            members = sweep_jobs(client, ns, sweep)
+            if index not in members:
+                raise UsageError(f"sweep {sweep} has no job {index} (it has {len(members)})")
+            job_id = members[index]["id"]
+        else:
+            ns, job_id = job_ref(client, job, namespace)
         try:
             print_logs(client, ns, job_id, follow=follow, tail=tail, timestamps=timestamps)
         except KeyboardInterrupt:
@@ -539,23 +628,32 @@ def cancel(jobs: tuple[str, ...], namespace: str | None, endpoint: str | None,
 
 
 @cli.command()
-@click.argument("jobs", nargs=-1, required=True)
+@click.argument("jobs", nargs=-1)
 @click.option("--timeout", help="Give up after this long (seconds, or 30m, 2h).")
+@click.option("--sweep", metavar="ID", help="Wait for every job of this sweep.")
 @namespace_option
 @api_options
-def wait(jobs: tuple[str, ...], timeout: str | None, namespace: str | None,
+def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespace: str | None,
          endpoint: str | None, token: str | None) -> None:  # fmt: skip
     """Wait until jobs end; exit 0 only if every one COMPLETED."""
     import time
 
     from hfuv.display import table
+    from hfuv.errors import UsageError
     from hfuv.plan import parse_timeout
     from hfuv.remote import wait_for_end
 
+    if bool(jobs) == bool(sweep):
+        raise UsageError("give job ids, or --sweep ID")
     limit = parse_timeout(timeout, "--timeout") if timeout else None
     deadline = None if limit is None else time.monotonic() + limit
     rows, ok = [], True
     with make_client(endpoint, token) as client:
+        if sweep:
+            ns = client.namespace(namespace)
+            jobs = tuple(f"{ns}/{j['id']}" for j in sweep_jobs(client, ns, sweep).values())
+            if not jobs:
+                raise UsageError(f"no jobs in sweep {sweep} (namespace {ns})")
         for ref in jobs:
             ns, job_id = job_ref(client, ref, namespace)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -568,6 +666,59 @@ def wait(jobs: tuple[str, ...], timeout: str | None, namespace: str | None,
             rows.append([f"{ns}/{job_id}", stage, info["status"].get("message") or ""])
     click.echo(table(["JOB", "STAGE", "MESSAGE"], rows))
     sys.exit(0 if ok else 1)
+
+
+def sweep_jobs(client: Any, namespace: str, sweep: str) -> dict[int, dict[str, Any]]:
+    from hfuv.sweep import SWEEP_LABEL, latest_per_index
+
+    return latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep}",)))
+
+
+@cli.group(name="sweep")
+def sweep_group() -> None:
+    """Watch and retry sweeps (started with `hfuv run --matrix`)."""
+
+
+@sweep_group.command(name="watch")
+@click.argument("sweep")
+@namespace_option
+@api_options
+def sweep_watch(sweep: str, namespace: str | None, endpoint: str | None,
+                token: str | None) -> None:  # fmt: skip
+    """Follow a sweep until every job ends, then print its summary."""
+    from hfuv.remote import follow_sweep, sweep_summary
+
+    with make_client(endpoint, token) as client:
+        ns = client.namespace(namespace)
+        jobs = follow_sweep(client, ns, sweep, len(sweep_jobs(client, ns, sweep)),
+                            live=sys.stderr.isatty(), status=status)  # fmt: skip
+    click.echo(sweep_summary(jobs))
+    sys.exit(0 if all(j["status"]["stage"] == "COMPLETED" for j in jobs) else 1)
+
+
+@sweep_group.command(name="retry")
+@click.argument("sweep")
+@click.option("--failed", is_flag=True, required=True, help="Re-submit the failed jobs only.")
+@namespace_option
+@api_options
+def sweep_retry(sweep: str, failed: bool, namespace: str | None, endpoint: str | None,
+                token: str | None) -> None:  # fmt: skip
+    """Re-submit the jobs of a sweep that failed or were canceled."""
+    with make_client(endpoint, token) as client:
+        ns = client.namespace(namespace)
+        members = sweep_jobs(client, ns, sweep)
+        if not members:
+            from hfuv.errors import UsageError
+
+            raise UsageError(f"no jobs in sweep {sweep} (namespace {ns})")
+        retried = 0
+        for index, job in members.items():
+            if job["status"]["stage"] in ("ERROR", "CANCELED"):
+                copy = client.duplicate_job(ns, job["id"])
+                status(f"[{index}] {job['id']} {job['status']['stage']} -> {copy['id']}")
+                click.echo(copy["id"])
+                retried += 1
+        status(f"sweep {sweep}: {retried} of {len(members)} jobs re-submitted")
 
 
 @cli.command()

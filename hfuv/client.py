@@ -198,6 +198,9 @@ class JobsClient:
     def cancel_job(self, namespace: str, job_id: str) -> None:
         self._request("POST", f"/api/jobs/{namespace}/{job_id}/cancel")
 
+    def duplicate_job(self, namespace: str, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/jobs/{namespace}/{job_id}/duplicate").json()
+
     def hardware(self) -> list[dict[str, Any]]:
         return self._get_json("/api/jobs/hardware")
 

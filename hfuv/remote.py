@@ -71,3 +71,88 @@ def follow_to_end(
     if stage != "COMPLETED":
         status(f"job {namespace}/{job_id} ended {stage}" + (f": {message}" if message else ""))
     return code
+
+
+def _duration(job: dict[str, Any]) -> str:
+    durations = job.get("durations") or {}
+    seconds = durations.get("runningSecs") or durations.get("totalSecs") or 0
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _track_last_lines(client: JobsClient, namespace: str, job_id: str,
+                      last: dict[str, str]) -> None:  # fmt: skip
+    try:
+        for event in client.follow_logs(namespace, job_id):
+            line = event.get("data", "")
+            if line and not line.startswith("====="):
+                last[job_id] = line
+    except Exception:
+        return
+
+
+def follow_sweep(
+    client: JobsClient,
+    namespace: str,
+    sweep_id: str,
+    expected: int,
+    *,
+    live: bool,
+    status: Callable[[str], None],
+    poll: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Watch a sweep until every job has ended; return the latest job of each index.
+
+    On a terminal (`live`), one line per job is redrawn in place: index, stage, duration and
+    the job's last log line. Otherwise a plain line is printed each time a job changes stage.
+    """
+    import threading
+
+    from hfuv.sweep import SWEEP_LABEL, latest_per_index
+
+    stages: dict[str, str] = {}
+    last_lines: dict[str, str] = {}
+    drawn = 0
+    while True:
+        jobs = latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep_id}",)))
+        for index, job in jobs.items():
+            stage = job["status"]["stage"]
+            if live and job["id"] not in stages:
+                threading.Thread(
+                    target=_track_last_lines,
+                    args=(client, namespace, job["id"], last_lines),
+                    daemon=True,
+                ).start()
+            if not live and stages.get(job["id"]) != stage:
+                status(f"[{index}] {job['id']} {stage}")
+            stages[job["id"]] = stage
+        if live:
+            rows = [
+                f"[{index}] {job['id']} {job['status']['stage']:<10} {_duration(job):>7}  "
+                f"{last_lines.get(job['id'], '')[:60]}"
+                for index, job in jobs.items()
+            ]
+            sys.stderr.write(("\x1b[F\x1b[2K" * drawn) + "".join(r + "\n" for r in rows))
+            sys.stderr.flush()
+            drawn = len(rows)
+        done = all(j["status"]["stage"] in TERMINAL_STAGES for j in jobs.values())
+        if len(jobs) >= expected and done:
+            return list(jobs.values())
+        time.sleep(poll)
+
+
+def sweep_summary(jobs: list[dict[str, Any]]) -> str:
+    from hfuv.display import table
+    from hfuv.sweep import INDEX_LABEL, values_of
+
+    rows = [
+        [
+            job["labels"][INDEX_LABEL],
+            job["id"],
+            job["status"]["stage"],
+            str(exit_code_of(job)),
+            _duration(job),
+            values_of(job),
+        ]
+        for job in jobs
+    ]
+    return table(["INDEX", "JOB ID", "STAGE", "EXIT", "TIME", "VALUES"], rows)

@@ -1,0 +1,136 @@
+"""Sweeps: `hfuv run --matrix` against `hfuv server`, and the sweep commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hfuv.errors import ConfigError
+from hfuv.sweep import expand, fill, parse_grid
+from tests.conftest import ServerProcess, hfuv, needs_python, write
+
+pytestmark = needs_python("3.12")
+
+GRID_SCRIPT = """\
+import os, sys
+x, y = sys.argv[1], sys.argv[2]
+print(f"x={x} y={y} json={sys.argv[3]} env={os.environ['APP_TAG']} index={os.environ['HFUV_SWEEP_INDEX']}")
+sys.exit(1 if (x, y) == ("3", "b") else 0)
+"""
+
+
+def test_grid_and_placeholders(tmp_path: Path) -> None:
+    points = parse_grid(["x=1,2", "y=a,b,c"], None)
+    assert len(points) == 6 and points[0] == {"x": "1", "y": "a"} and points[-1] == {
+        "x": "2", "y": "c"
+    }  # fmt: skip
+    assert fill('{"lr": {x}, "other": {z}}', {"x": "1"}) == '{"lr": 1, "other": {z}}'
+    grid = write(tmp_path / "g.jsonl", '{"lr": 0.001, "name": "a"}\n\n{"lr": 0.01, "name": "b"}\n')
+    assert parse_grid([], str(grid)) == [{"lr": "0.001", "name": "a"}, {"lr": "0.01", "name": "b"}]
+    for bad in (["x"], ["x="], ["1x=1"], ["x=1", "x=2"]):
+        with pytest.raises(ConfigError):
+            parse_grid(bad, None)
+    bodies = expand(
+        {
+            "command": ["py", "-c", "src", "--lr={x}"],
+            "environment": {"A": "{x}", "HFUV_SCRIPT": "{x}"},
+            "labels": {"name": "n"},
+        },  # fmt: skip
+        [{"x": "1"}, {"x": "2 3"}],
+        "abcd1234",
+        first_arg=3,
+    )
+    assert [b["command"] for b in bodies] == [["py", "-c", "src", "--lr=1"],
+                                              ["py", "-c", "src", "--lr=2 3"]]  # fmt: skip
+    assert bodies[1]["environment"] == {
+        "A": "2 3",
+        "HFUV_SCRIPT": "{x}",
+        "HFUV_SWEEP_ID": "abcd1234",
+        "HFUV_SWEEP_INDEX": "1",
+    }
+    assert bodies[1]["labels"] == {"name": "n-1", "hfuv-sweep": "abcd1234",
+                                   "hfuv-sweep-index": "1", "hfuv-v-x": "2_3"}  # fmt: skip
+
+
+def test_dry_run_lists_every_job(tmp_path: Path) -> None:
+    script = write(tmp_path / "grid.py", GRID_SCRIPT)
+    result = hfuv("run", str(script), "--dry-run", "--matrix", "x=1,2", "--matrix", "y=a,b",
+                  "--", "{x}", "{y}", "{}")  # fmt: skip
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        '[0] x=1 y=a: args ["1", "a", "{}"]', '[1] x=1 y=b: args ["1", "b", "{}"]',
+        '[2] x=2 y=a: args ["2", "a", "{}"]', '[3] x=2 y=b: args ["2", "b", "{}"]',
+    ]  # fmt: skip
+    assert "× 4 jobs" in lines[4]
+    as_json = hfuv("run", str(script), "--dry-run", "--json", "--matrix", "x=1,2", "--", "{x}")
+    document = as_json.json()
+    assert len(document["bodies"]) == 2 and document["estimate"]["jobs"] == 2
+    bundles = {b["environment"]["HFUV_BUNDLE_SHA256"] for b in document["bodies"]}
+    assert len(bundles) == 1, "one lock and one bundle serve every job"
+    local = hfuv("run", str(script), "--local", "--matrix", "x=1")
+    assert local.code == 2
+
+
+def test_sweep_through_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "grid.py", GRID_SCRIPT)
+    result = hfuv("run", str(script), "--matrix", "x=1,2,3,4", "--matrix", "y=a,b",
+                  "-e", "APP_TAG=t-{y}", "--", "{x}", "{y}", '{"k": {x}}',
+                  env=server.env())  # fmt: skip
+    assert result.code == 1, result.stderr
+    summary = result.stdout.splitlines()
+    assert summary[0].split() == ["INDEX", "JOB", "ID", "STAGE", "EXIT", "TIME", "VALUES"]
+    rows = [line.split() for line in summary[1:]]
+    assert len(rows) == 8
+    assert [r[2] for r in rows].count("ERROR") == 1 and rows[5][2] == "ERROR" and rows[5][3] == "1"
+    assert rows[5][5:] == ["x=3", "y=b"]
+    sweep_id = result.stderr.split("sweep ")[1].split(":")[0]
+    jobs = hfuv("ps", "--sweep", sweep_id, "--json", env=server.env()).json()
+    assert len(jobs) == 8
+    for job in jobs:
+        index = int(job["labels"]["hfuv-sweep-index"])
+        x, y = job["labels"]["hfuv-v-x"], job["labels"]["hfuv-v-y"]
+        assert (x, y) == (str(index // 2 + 1), "ab"[index % 2])
+        log = hfuv("logs", "--sweep", sweep_id, "--index", str(index), env=server.env()).stdout
+        assert log == f'x={x} y={y} json={{"k": {x}}} env=t-{y} index={index}\n'
+    assert "[5] " in result.stderr and " ERROR" in result.stderr  # plain lines when piped
+
+    assert hfuv("wait", "--sweep", sweep_id, env=server.env()).code == 1
+    retried = hfuv("sweep", "retry", sweep_id, "--failed", env=server.env())
+    assert retried.code == 0, retried.stderr
+    assert len(retried.stdout.split()) == 1 and "1 of 8 jobs re-submitted" in retried.stderr
+    assert len(hfuv("ps", "--sweep", sweep_id, "--json", env=server.env()).json()) == 9
+
+
+def test_wait_for_a_sweep_that_succeeds(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "grid.py", GRID_SCRIPT)
+    detached = hfuv("run", str(script), "--detach", "--matrix", "x=1,2", "-e", "APP_TAG=z",
+                    "--", "{x}", "a", "j", env=server.env())  # fmt: skip
+    assert detached.code == 0, detached.stderr
+    sweep_id = detached.stdout.strip()
+    waited = hfuv("wait", "--sweep", sweep_id, env=server.env())
+    assert waited.code == 0, waited.stdout
+    assert waited.stdout.count("COMPLETED") == 2
+    watch = hfuv("sweep", "watch", sweep_id, env=server.env())
+    assert watch.code == 0 and len(watch.stdout.splitlines()) == 3
+    assert json.loads(json.dumps(hfuv("ps", "--sweep", sweep_id, "--json",
+                                      env=server.env()).json()))  # fmt: skip
+
+
+def test_sweep_cost_guard_counts_every_job(tmp_path: Path) -> None:
+    script = write(tmp_path / "grid.py", GRID_SCRIPT)
+    result = hfuv(
+        "run",
+        str(script),
+        "--matrix",
+        "x=1,2,3,4",
+        "--flavor",
+        "a10g-small",
+        "--max-cost",
+        "1",
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "t"},
+    )
+    assert result.code == 1
+    assert "× 4 jobs = at most $2.00" in result.stderr and "nothing was submitted" in result.stderr
