@@ -16,7 +16,8 @@ pytestmark = needs_python("3.12")
 GRID_SCRIPT = """\
 import os, sys
 x, y = sys.argv[1], sys.argv[2]
-print(f"x={x} y={y} json={sys.argv[3]} env={os.environ['APP_TAG']} index={os.environ['HFUV_SWEEP_INDEX']}")
+env, index = os.environ["APP_TAG"], os.environ["HFUV_SWEEP_INDEX"]
+print(f"x={x} y={y} json={sys.argv[3]} env={env} index={index}")
 sys.exit(1 if (x, y) == ("3", "b") else 0)
 """
 
@@ -37,7 +38,7 @@ def test_grid_and_placeholders(tmp_path: Path) -> None:
             "command": ["py", "-c", "src", "--lr={x}"],
             "environment": {"A": "{x}", "HFUV_SCRIPT": "{x}"},
             "labels": {"name": "n"},
-        },  # fmt: skip
+        },
         [{"x": "1"}, {"x": "2 3"}],
         "abcd1234",
         first_arg=3,
