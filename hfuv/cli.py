@@ -721,6 +721,162 @@ def sweep_retry(sweep: str, failed: bool, namespace: str | None, endpoint: str |
         status(f"sweep {sweep}: {retried} of {len(members)} jobs re-submitted")
 
 
+@cli.group(name="schedule")
+def schedule_group() -> None:
+    """Scheduled jobs: cron (5 fields, UTC) or @hourly/@daily/@weekly/@monthly/@yearly."""
+
+
+def create_schedule(spec: Any, config: Any, schedule: str, *, suspend: bool, concurrency: bool,
+                    endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    from hfuv import costs
+
+    with make_client(endpoint, token) as client:
+        worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
+        status(f"estimate per run: {worst.summary()}")
+        costs.guard(worst, config.max_cost, max_cost_origin(config))
+        namespace = client.namespace(config.namespace)
+        body: dict[str, Any] = {"jobSpec": spec.body, "schedule": schedule}
+        if suspend:
+            body["suspend"] = True
+        if concurrency:
+            body["concurrency"] = True
+        created = client.create_schedule(namespace, body)
+    status(f"scheduled job {namespace}/{created['id']} created ({schedule}, UTC)")
+    click.echo(created["id"])
+
+
+def announce_next_runs(schedule: str) -> None:
+    from hfuv.schedules import next_runs, utc
+
+    status("next runs: " + ", ".join(utc(moment) for moment in next_runs(schedule, count=3)))
+
+
+schedule_flags = [
+    click.option("--suspend", is_flag=True, help="Create it suspended."),
+    click.option("--concurrency", is_flag=True,
+                 help="Allow a run to start while the previous one is still active."),
+]  # fmt: skip
+
+
+def with_schedule_flags(func: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(schedule_flags):
+        func = decorator(func)
+    return func
+
+
+@schedule_group.command(name="create", context_settings=RUN_CONTEXT)
+@click.argument("schedule")
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@script_options
+@click.option("--file", "files", multiple=True, metavar="PATH", help="Ship a file or directory.")
+@with_schedule_flags
+@api_options
+def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: bool,
+                    concurrency: bool, endpoint: str | None, token: str | None,
+                    **params: Any) -> None:  # fmt: skip
+    """Run SCRIPT on SCHEDULE. Its bundle and lock are frozen now: every run is the same."""
+    from hfuv.job import prepare_job, validate_flags
+    from hfuv.schedules import validate
+
+    validate(schedule)
+    request = build_request(script, args, params)
+    validate_flags(request.options)
+    announce_next_runs(schedule)
+    job = prepare_job(request)
+    warn(job.warnings)
+    create_schedule(job.spec, job.inspection.config, schedule, suspend=suspend,
+                    concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
+
+
+@schedule_group.command(name="exec", context_settings=RUN_CONTEXT)
+@click.argument("schedule")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@script_options
+@with_schedule_flags
+@api_options
+def schedule_exec(schedule: str, image: str, command: tuple[str, ...], suspend: bool,
+                  concurrency: bool, endpoint: str | None, token: str | None,
+                  **params: Any) -> None:  # fmt: skip
+    """Run COMMAND in IMAGE on SCHEDULE."""
+    from hfuv.job import validate_flags
+    from hfuv.payload import build_exec_spec
+    from hfuv.plan import resolve
+    from hfuv.schedules import validate
+
+    validate(schedule)
+    options = cli_options(params)
+    validate_flags(options)
+    announce_next_runs(schedule)
+    config = resolve(options, {}, where="hfuv schedule exec", environ=os.environ)
+    warn(config.warnings)
+    create_schedule(build_exec_spec(image, command, config), config, schedule, suspend=suspend,
+                    concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
+
+
+@schedule_group.command(name="ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Include suspended ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@namespace_option
+@api_options
+def schedule_ps(show_all: bool, as_json: bool, namespace: str | None, endpoint: str | None,
+                token: str | None) -> None:  # fmt: skip
+    """List scheduled jobs (times in UTC)."""
+    from hfuv.display import schedules_table
+
+    with make_client(endpoint, token) as client:
+        items = client.list_schedules(client.namespace(namespace))
+    if not show_all:
+        items = [item for item in items if not item.get("suspend")]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+    elif items:
+        click.echo(schedules_table(items))
+    else:
+        status("no scheduled jobs" + ("" if show_all else " (hfuv schedule ps -a shows all)"))
+
+
+@schedule_group.command(name="inspect")
+@click.argument("schedule_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the object as JSON.")
+@namespace_option
+@api_options
+def schedule_inspect(schedule_id: str, as_json: bool, namespace: str | None,
+                     endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """Show one scheduled job (times in UTC)."""
+    from hfuv.display import schedules_table
+
+    with make_client(endpoint, token) as client:
+        ns, sid = job_ref(client, schedule_id, namespace)
+        item = client.get_schedule(ns, sid)
+    click.echo(json.dumps(item, indent=2) if as_json else schedules_table([item]))
+
+
+def schedule_verb(action: str, doc: str) -> None:
+    @schedule_group.command(name=action, help=doc)
+    @click.argument("schedule_id")
+    @namespace_option
+    @api_options
+    def command(schedule_id: str, namespace: str | None, endpoint: str | None,
+                token: str | None) -> None:  # fmt: skip
+        with make_client(endpoint, token) as client:
+            ns, sid = job_ref(client, schedule_id, namespace)
+            if action == "delete":
+                client.delete_schedule(ns, sid)
+            else:
+                answer = client.schedule_action(ns, sid, "run" if action == "trigger" else action)
+                if action == "trigger":
+                    click.echo(answer.json()["id"])
+        status(f"{action}: {ns}/{sid}")
+
+
+schedule_verb("suspend", "Stop a scheduled job's ticks.")
+schedule_verb("resume", "Restart a scheduled job's ticks (from now; missed ones are skipped).")
+schedule_verb("trigger", "Start one run now (refused while one runs, unless --concurrency).")
+schedule_verb("delete", "Delete a scheduled job.")
+
+
 @cli.command()
 @click.argument("job")
 @namespace_option

@@ -201,6 +201,22 @@ class JobsClient:
     def duplicate_job(self, namespace: str, job_id: str) -> dict[str, Any]:
         return self._request("POST", f"/api/jobs/{namespace}/{job_id}/duplicate").json()
 
+    def create_schedule(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/api/scheduled-jobs/{namespace}", json=body).json()
+
+    def list_schedules(self, namespace: str) -> list[dict[str, Any]]:
+        return self._get_json(f"/api/scheduled-jobs/{namespace}")
+
+    def get_schedule(self, namespace: str, schedule_id: str) -> dict[str, Any]:
+        return self._get_json(f"/api/scheduled-jobs/{namespace}/{schedule_id}")
+
+    def delete_schedule(self, namespace: str, schedule_id: str) -> None:
+        self._request("DELETE", f"/api/scheduled-jobs/{namespace}/{schedule_id}")
+
+    def schedule_action(self, namespace: str, schedule_id: str, action: str) -> Any:
+        """POST …/suspend, …/resume or …/run (which answers the new job)."""
+        return self._request("POST", f"/api/scheduled-jobs/{namespace}/{schedule_id}/{action}")
+
     def hardware(self) -> list[dict[str, Any]]:
         return self._get_json("/api/jobs/hardware")
 

@@ -119,3 +119,20 @@ def metrics_row(job_id: str, sample: dict[str, Any]) -> str:
           f"{used / 1e6:.1f}MB / {total / 1e9:.1f}GB",
           f"{sample.get('rx_bps', 0)}bps / {sample.get('tx_bps', 0)}bps"]],
     )  # fmt: skip
+
+
+def schedules_table(items: list[dict[str, Any]]) -> str:
+    def utc(iso: str | None) -> str:
+        return iso[:16].replace("T", " ") + " UTC" if iso else "-"
+
+    rows = []
+    for item in items:
+        spec = item.get("jobSpec") or {}
+        last = (item.get("status") or {}).get("lastJob") or {}
+        rows.append([
+            item["id"], (spec.get("labels") or {}).get("name", "-"), item["schedule"],
+            short_command(spec, 30), utc((item.get("status") or {}).get("nextJobRunAt")),
+            f"{utc(last.get('at'))} ({last['id']})" if last else "-",
+            "yes" if item.get("suspend") else "no",
+        ])  # fmt: skip
+    return table(["ID", "NAME", "SCHEDULE", "COMMAND", "NEXT RUN", "LAST RUN", "SUSPENDED"], rows)

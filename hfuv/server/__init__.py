@@ -35,6 +35,8 @@ def serve(
     tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
     state = build_state(data_dir, tokens, max_parallel=max_parallel)
     state.executor.start()
+    assert state.scheduler is not None
+    state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     users = ", ".join(sorted({identity.name for identity in tokens.values()}))
     announce(f"hfuv server on {url} for {users}; data in {data_dir}")
@@ -54,6 +56,7 @@ def serve(
     try:
         server.run()
     finally:
+        state.scheduler.stop()
         state.executor.stop()
         state.store.close()
     if not server.started:

@@ -29,6 +29,7 @@ from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
 from hfuv.server import metrics
 from hfuv.server.executor import Executor
 from hfuv.server.logs import LogBook, timestamp
+from hfuv.server.scheduler import Scheduler
 from hfuv.server.store import JobRecord, Store
 from hfuv.server.tokens import Identity, entity_id
 
@@ -44,6 +45,20 @@ class ServerState:
     tokens: dict[str, Identity]
     keepalive_seconds: float
     poll_seconds: float = 0.1
+    scheduler: Scheduler | None = None
+
+    def launch(
+        self, namespace: str, owner: dict[str, str], initiator: dict[str, str],
+        spec: dict[str, Any], extra_env: dict[str, str] | None = None,
+    ) -> JobRecord:  # fmt: skip
+        """Record a new job and queue it for the executor."""
+        if extra_env:
+            spec = dict(spec, environment={**spec.get("environment", {}), **extra_env})
+        record = JobRecord(id=new_job_id(), namespace=namespace, owner=owner,
+                           initiator=initiator, spec=spec)  # fmt: skip
+        self.store.create(record)
+        self.executor.submit(record.id)
+        return record
 
 
 class ApiError(Exception):
@@ -81,7 +96,17 @@ def create_app(state: ServerState) -> Starlette:
         ),
         Route("/api/jobs/{namespace}/{job_id}/logs", guarded(_logs(state)), methods=["GET"]),
         Route("/api/jobs/{namespace}/{job_id}/metrics", guarded(_metrics(state)), methods=["GET"]),
-    ]
+        Route("/api/scheduled-jobs/{namespace}", guarded(_schedule_create(state)),
+              methods=["POST"]),
+        Route("/api/scheduled-jobs/{namespace}", guarded(_schedule_list(state)),
+              methods=["GET"]),
+        Route("/api/scheduled-jobs/{namespace}/{schedule_id}", guarded(_schedule_get(state)),
+              methods=["GET"]),
+        Route("/api/scheduled-jobs/{namespace}/{schedule_id}", guarded(_schedule_delete(state)),
+              methods=["DELETE"]),
+        Route("/api/scheduled-jobs/{namespace}/{schedule_id}/{action}",
+              guarded(_schedule_action(state)), methods=["POST", "PUT"]),
+    ]  # fmt: skip
     app = Starlette(routes=routes)
     app.state.hfuv = state
     return app
@@ -140,19 +165,19 @@ def _create(state: ServerState):
         namespace = _namespace(request, identity)
         body = await _json_body(request)
         spec = validate_spec(body)
-        owner_type = "user" if namespace == identity.name else "org"
-        record = JobRecord(
-            id=new_job_id(),
-            namespace=namespace,
-            owner={"id": entity_id(namespace), "name": namespace, "type": owner_type},
-            initiator={"type": "user", "id": entity_id(identity.name), "name": identity.name},
-            spec=spec,
-        )
-        state.store.create(record)
-        state.executor.submit(record.id)
+        record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec)
         return JSONResponse(job_json(record))
 
     return handler
+
+
+def _owner(namespace: str, identity: Identity) -> dict[str, str]:
+    kind = "user" if namespace == identity.name else "org"
+    return {"id": entity_id(namespace), "name": namespace, "type": kind}
+
+
+def _user(identity: Identity) -> dict[str, str]:
+    return {"type": "user", "id": entity_id(identity.name), "name": identity.name}
 
 
 async def _json_body(request: Request) -> Any:
@@ -315,15 +340,8 @@ def _labels(state: ServerState):
 def _duplicate(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         original = _job(state, request, identity)
-        record = JobRecord(
-            id=new_job_id(),
-            namespace=original.namespace,
-            owner=original.owner,
-            initiator={"type": "duplicated-job", "id": original.id},
-            spec=original.spec,
-        )
-        state.store.create(record)
-        state.executor.submit(record.id)
+        initiator = {"type": "duplicated-job", "id": original.id}
+        record = state.launch(original.namespace, original.owner, initiator, original.spec)
         return JSONResponse(job_json(record))
 
     return handler
@@ -390,6 +408,134 @@ def _metrics(state: ServerState):
     return handler
 
 
+def schedule_json(record: dict[str, Any]) -> dict[str, Any]:
+    spec = dict(record["spec"])
+    spec["secrets"] = sorted(spec.get("secrets", {}))
+    spec["timeout"] = spec.get("timeoutSeconds")
+    last = record.get("lastJob")
+    return {
+        "id": record["id"],
+        "type": "scheduled-job",
+        "createdAt": timestamp(record["createdAt"]),
+        "schedule": record["schedule"],
+        "suspend": record["suspend"],
+        "concurrency": record["concurrency"],
+        "jobSpec": spec,
+        "status": {
+            "lastJob": {"id": last["id"], "at": timestamp(last["at"])} if last else None,
+            "nextJobRunAt": timestamp(record["nextRunAt"]) if record.get("nextRunAt") else None,
+        },
+        "owner": record["owner"],
+    }
+
+
+def _scheduler(state: ServerState) -> Scheduler:
+    assert state.scheduler is not None
+    return state.scheduler
+
+
+def _schedule(state: ServerState, request: Request, identity: Identity) -> dict[str, Any]:
+    namespace = _namespace(request, identity)
+    schedule_id = request.path_params["schedule_id"]
+    record = state.store.get_schedule(schedule_id)
+    if record is None or record["namespace"] != namespace:
+        raise ApiError(404, f"Scheduled job {namespace}/{schedule_id} not found")
+    return record
+
+
+def _valid_schedule(value: Any) -> str:
+    from hfuv.errors import ConfigError
+    from hfuv.schedules import validate
+
+    if not isinstance(value, str):
+        raise ApiError(400, "`schedule` must be a string")
+    try:
+        return validate(value)
+    except ConfigError as exc:
+        raise ApiError(400, exc.message) from None
+
+
+def _schedule_create(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        namespace = _namespace(request, identity)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        spec = validate_spec(body.get("jobSpec"))
+        flags = {key: body.get(key, False) for key in ("suspend", "concurrency")}
+        if not all(isinstance(value, bool) for value in flags.values()):
+            raise ApiError(400, "`suspend` and `concurrency` must be booleans")
+        record = _scheduler(state).create(
+            namespace, _owner(namespace, identity), spec,
+            schedule=_valid_schedule(body.get("schedule")), **flags,
+        )  # fmt: skip
+        return JSONResponse(schedule_json(record))
+
+    return handler
+
+
+def _schedule_list(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        namespace = _namespace(request, identity)
+        wanted = [label.partition("=") for label in request.query_params.getlist("label")]
+        records = [
+            r for r in state.store.schedules(namespace)
+            if all(r["spec"].get("labels", {}).get(k) == v for k, _, v in wanted)
+        ]  # fmt: skip
+        return JSONResponse([schedule_json(r) for r in records])
+
+    return handler
+
+
+def _schedule_get(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        return JSONResponse(schedule_json(_schedule(state, request, identity)))
+
+    return handler
+
+
+def _schedule_delete(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _schedule(state, request, identity)
+        _scheduler(state).delete(record["id"])
+        return JSONResponse(None)
+
+    return handler
+
+
+def _schedule_action(state: ServerState):
+    from hfuv.server.scheduler import StillRunningError
+
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _schedule(state, request, identity)
+        action, scheduler = request.path_params["action"], _scheduler(state)
+        if request.method == "POST" and action in ("suspend", "resume"):
+            record = scheduler.update(record["id"], suspend=action == "suspend") or record
+        elif request.method == "POST" and action == "schedule":
+            body = await _json_body(request)
+            new = _valid_schedule(body.get("schedule") if isinstance(body, dict) else None)
+            record = scheduler.update(record["id"], schedule=new) or record
+        elif request.method == "PUT" and action == "labels":
+            body = await _json_body(request)
+            labels = _string_map(body if isinstance(body, dict) else {}, "labels")
+            record = scheduler.update(record["id"], spec=dict(record["spec"], labels=labels))
+        elif request.method == "POST" and action == "run":
+            try:
+                job = scheduler.trigger(record["id"])
+            except StillRunningError as exc:
+                raise ApiError(
+                    409,
+                    f"A run of scheduled job {record['id']} is still active (job {exc}) and "
+                    "concurrency is off",
+                ) from None
+            return JSONResponse(job_json(job))
+        else:
+            raise ApiError(404, f"Unknown action {action}")
+        return JSONResponse(schedule_json(record or {}))
+
+    return handler
+
+
 def build_state(
     data_dir: Path,
     tokens: dict[str, Identity],
@@ -407,4 +553,11 @@ def build_state(
         environ=environ if environ is not None else dict(os.environ),
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
-    return ServerState(store, logs, executor, tokens, keepalive)
+    state = ServerState(store, logs, executor, tokens, keepalive)
+
+    def launch_scheduled(record: dict[str, Any]) -> JobRecord:
+        initiator = {"type": "scheduled-job", "id": record["id"]}
+        return state.launch(record["namespace"], record["owner"], initiator, record["spec"])
+
+    state.scheduler = Scheduler(store, launch_scheduled)
+    return state

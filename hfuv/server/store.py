@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_namespace ON jobs (namespace, created_at);
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -132,6 +137,34 @@ class Store:
                 (stage, message, exit_code, time.time(), job_id, *terminal),
             )
         return cursor.rowcount == 1
+
+    # --- scheduled jobs: one JSON document each ---------------------------------------------
+
+    def put_schedule(self, schedule: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO schedules (id, namespace, data) VALUES (?, ?, ?)",
+                (schedule["id"], schedule["namespace"], json.dumps(schedule)),
+            )
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM schedules WHERE id = ?", (schedule_id,)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def schedules(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT data FROM schedules", ()
+        if namespace is not None:
+            query, args = query + " WHERE namespace = ?", (namespace,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
 
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
         return tuple(
