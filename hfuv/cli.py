@@ -877,6 +877,109 @@ schedule_verb("trigger", "Start one run now (refused while one runs, unless --co
 schedule_verb("delete", "Delete a scheduled job.")
 
 
+@cli.group(name="webhook")
+def webhook_group() -> None:
+    """Webhooks that start a copy of a job on each Hub event on watched repos."""
+
+
+@webhook_group.command(name="create")
+@click.option(
+    "--watch",
+    "watched",
+    multiple=True,
+    required=True,
+    metavar="TYPE:NAME",
+    help="model:ORG/NAME, dataset:…, space:…, user:NAME or org:NAME (repeatable).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    type=click.Choice(["repo", "discussion"]),
+    help="Events to react to (default: both).",
+)
+@click.option("--job-id", required=True, help="The job to copy on each event (NAMESPACE/ID).")
+@click.option("--secret", help="Sent by the Hub as X-Webhook-Secret; the job sees WEBHOOK_SECRET.")
+@click.option(
+    "-s",
+    "--secrets",
+    "secret_items",
+    multiple=True,
+    metavar="K[=V]",
+    help="Secrets for the triggered jobs (a source job's are not copied).",
+)
+@namespace_option
+@api_options
+def webhook_create(watched: tuple[str, ...], domains: tuple[str, ...], job_id: str,
+                   secret: str | None, secret_items: tuple[str, ...], namespace: str | None,
+                   endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """Create a webhook that runs a copy of --job-id on each event."""
+    from hfuv import envfiles
+    from hfuv.errors import UsageError
+
+    items = []
+    for watch in watched:
+        kind, _, name = watch.partition(":")
+        if kind not in ("model", "dataset", "space", "user", "org") or not name:
+            raise UsageError(f"invalid --watch {watch!r}", hint="write e.g. dataset:ORG/NAME")
+        items.append({"type": kind, "name": name})
+    requested = dict(envfiles.split_assignment(item, "-s") for item in secret_items)
+    values, missing = envfiles.resolve(requested, os.environ)
+    if missing:
+        raise UsageError(f"secret {missing[0]} is not set in your environment")
+    with make_client(endpoint, token) as client:
+        _, source = job_ref(client, job_id, namespace)
+        body: dict[str, Any] = {
+            "watched": items,
+            "domains": list(domains) or ["repo", "discussion"],
+            "jobSourceId": source,
+        }
+        if secret:
+            body["secret"] = secret
+        if values:
+            body["secrets"] = values
+        webhook = client.create_webhook(body)
+        status(f"webhook {webhook['id']} created; events go to "
+               f"{client.endpoint}/webhooks/{webhook['id']} on hfuv server")  # fmt: skip
+    click.echo(webhook["id"])
+
+
+@webhook_group.command(name="ps")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@api_options
+def webhook_ps(as_json: bool, endpoint: str | None, token: str | None) -> None:
+    """List your webhooks."""
+    from hfuv.display import table
+
+    with make_client(endpoint, token) as client:
+        items = client.list_webhooks()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    rows = [[w["id"], " ".join(f"{i['type']}:{i['name']}" for i in w["watched"]),
+             ",".join(w["domains"]), w.get("jobSourceId") or "-",
+             "disabled" if w["disabled"] else "enabled"] for w in items]  # fmt: skip
+    click.echo(table(["ID", "WATCHED", "DOMAINS", "JOB", "STATE"], rows))
+
+
+def webhook_verb(action: str, doc: str) -> None:
+    @webhook_group.command(name=action, help=doc)
+    @click.argument("webhook_id")
+    @api_options
+    def command(webhook_id: str, endpoint: str | None, token: str | None) -> None:
+        with make_client(endpoint, token) as client:
+            if action == "delete":
+                client.delete_webhook(webhook_id)
+            else:
+                client.toggle_webhook(webhook_id, action)
+        status(f"{action}: webhook {webhook_id}")
+
+
+webhook_verb("enable", "Enable a webhook.")
+webhook_verb("disable", "Disable a webhook (events start nothing).")
+webhook_verb("delete", "Delete a webhook.")
+
+
 @cli.command()
 @click.argument("job")
 @namespace_option

@@ -217,6 +217,18 @@ class JobsClient:
         """POST …/suspend, …/resume or …/run (which answers the new job)."""
         return self._request("POST", f"/api/scheduled-jobs/{namespace}/{schedule_id}/{action}")
 
+    def create_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/api/settings/webhooks", json=body).json()["webhook"]
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return self._get_json("/api/settings/webhooks")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._request("DELETE", f"/api/settings/webhooks/{webhook_id}")
+
+    def toggle_webhook(self, webhook_id: str, action: str) -> dict[str, Any]:
+        return self._request("POST", f"/api/settings/webhooks/{webhook_id}/{action}").json()
+
     def hardware(self) -> list[dict[str, Any]]:
         return self._get_json("/api/jobs/hardware")
 

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
-from hfuv.server import metrics
+from hfuv.server import metrics, webhooks
 from hfuv.server.executor import Executor
 from hfuv.server.logs import LogBook, timestamp
 from hfuv.server.scheduler import Scheduler
@@ -106,6 +106,13 @@ def create_app(state: ServerState) -> Starlette:
               methods=["DELETE"]),
         Route("/api/scheduled-jobs/{namespace}/{schedule_id}/{action}",
               guarded(_schedule_action(state)), methods=["POST", "PUT"]),
+        Route("/api/settings/webhooks", guarded(_webhook_create(state)), methods=["POST"]),
+        Route("/api/settings/webhooks", guarded(_webhook_list(state)), methods=["GET"]),
+        Route("/api/settings/webhooks/{webhook_id}", guarded(_webhook_get(state)),
+              methods=["GET", "DELETE"]),
+        Route("/api/settings/webhooks/{webhook_id}/{action}", guarded(_webhook_toggle(state)),
+              methods=["POST"]),
+        Route("/webhooks/{webhook_id}", _webhook_receive(state), methods=["POST"]),
     ]  # fmt: skip
     app = Starlette(routes=routes)
     app.state.hfuv = state
@@ -437,7 +444,7 @@ def _scheduler(state: ServerState) -> Scheduler:
 def _schedule(state: ServerState, request: Request, identity: Identity) -> dict[str, Any]:
     namespace = _namespace(request, identity)
     schedule_id = request.path_params["schedule_id"]
-    record = state.store.get_schedule(schedule_id)
+    record = state.store.get_doc("schedule", schedule_id)
     if record is None or record["namespace"] != namespace:
         raise ApiError(404, f"Scheduled job {namespace}/{schedule_id} not found")
     return record
@@ -479,7 +486,7 @@ def _schedule_list(state: ServerState):
         namespace = _namespace(request, identity)
         wanted = [label.partition("=") for label in request.query_params.getlist("label")]
         records = [
-            r for r in state.store.schedules(namespace)
+            r for r in state.store.docs("schedule", (namespace,))
             if all(r["spec"].get("labels", {}).get(k) == v for k, _, v in wanted)
         ]  # fmt: skip
         return JSONResponse([schedule_json(r) for r in records])
@@ -534,6 +541,110 @@ def _schedule_action(state: ServerState):
         return JSONResponse(schedule_json(record or {}))
 
     return handler
+
+
+def _webhook_json(state: ServerState, webhook: dict[str, Any]) -> dict[str, Any]:
+    source = state.store.get(webhook["jobSourceId"])
+    spec = None
+    if source is not None:
+        spec = dict(source.spec, secrets=sorted(webhook.get("secrets", {})))
+    return webhooks.public(webhook, spec)
+
+
+def _own_webhook(state: ServerState, request: Request, identity: Identity) -> dict[str, Any]:
+    webhook = state.store.get_doc("webhook", request.path_params["webhook_id"])
+    if webhook is None or not identity.can_use(webhook["namespace"]):
+        raise ApiError(404, f"Webhook {request.path_params['webhook_id']} not found")
+    return webhook
+
+
+def _webhook_create(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        body = await _json_body(request)
+        try:
+            watched, domains, secret, secrets_ = webhooks.validate(body)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        source = state.store.get(body["jobSourceId"])
+        if source is None or not identity.can_use(source.namespace):
+            raise ApiError(404, f"Job {body['jobSourceId']} not found")
+        webhook = {
+            "id": new_job_id(), "namespace": source.namespace, "jobSourceId": source.id,
+            "watched": watched, "domains": domains, "secret": secret, "secrets": secrets_,
+            "disabled": False,
+        }  # fmt: skip
+        state.store.put_doc("webhook", webhook)
+        return JSONResponse({"webhook": _webhook_json(state, webhook)})
+
+    return handler
+
+
+def _webhook_list(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        mine = state.store.docs("webhook", (identity.name, *identity.orgs))
+        return JSONResponse([_webhook_json(state, w) for w in mine])
+
+    return handler
+
+
+def _webhook_get(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        webhook = _own_webhook(state, request, identity)
+        if request.method == "DELETE":
+            state.store.delete_doc("webhook", webhook["id"])
+            return JSONResponse(None)
+        return JSONResponse({"webhook": _webhook_json(state, webhook)})
+
+    return handler
+
+
+def _webhook_toggle(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        webhook = _own_webhook(state, request, identity)
+        action = request.path_params["action"]
+        if action not in ("enable", "disable"):
+            raise ApiError(404, f"Unknown action {action}")
+        webhook["disabled"] = action == "disable"
+        state.store.put_doc("webhook", webhook)
+        return JSONResponse({"webhook": _webhook_json(state, webhook)})
+
+    return handler
+
+
+def _webhook_receive(state: ServerState):
+    """A Hub event for one webhook: its secret (or its owner's token) instead of auth."""
+
+    async def endpoint(request: Request) -> Response:
+        webhook = state.store.get_doc("webhook", request.path_params["webhook_id"])
+        if webhook is None:
+            return error_response(404, "Webhook not found")
+        given = request.headers.get("x-webhook-secret", "")
+        if webhook.get("secret"):
+            if not secrets.compare_digest(given.encode(), webhook["secret"].encode()):
+                return error_response(401, "Wrong or missing X-Webhook-Secret")
+        else:
+            try:
+                identity = _authenticate(state, request)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message)
+            if not identity.can_use(webhook["namespace"]):
+                return error_response(403, "This token cannot fire this webhook")
+        try:
+            payload = await _json_body(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        if not isinstance(payload, dict):
+            return error_response(400, "The event must be a JSON object")
+        source = state.store.get(webhook["jobSourceId"])
+        if webhook["disabled"] or source is None or not webhooks.matches(webhook, payload):
+            return JSONResponse({"jobs": []})
+        spec = dict(source.spec, secrets=webhooks.job_secrets(webhook))
+        initiator = {"type": "webhook", "id": webhook["id"]}
+        env = webhooks.job_env(webhook, payload)
+        job = state.launch(source.namespace, source.owner, initiator, spec, extra_env=env)
+        return JSONResponse({"jobs": [job.id]})
+
+    return endpoint
 
 
 def build_state(

@@ -41,10 +41,10 @@ class Scheduler:
     def start(self) -> None:
         now = time.time()
         with self._lock:
-            for schedule in self.store.schedules():
+            for schedule in self.store.docs("schedule"):
                 if not schedule["suspend"] and (schedule["nextRunAt"] or 0) <= now:
                     schedule["nextRunAt"] = next_tick(schedule["schedule"], now)
-                    self.store.put_schedule(schedule)
+                    self.store.put_doc("schedule", schedule)
         self._thread.start()
 
     def stop(self) -> None:
@@ -66,12 +66,12 @@ class Scheduler:
             "nextRunAt": None if suspend else next_tick(schedule, now),
         }
         with self._lock:
-            self.store.put_schedule(record)
+            self.store.put_doc("schedule", record)
         return record
 
     def update(self, schedule_id: str, **changes: Any) -> dict[str, Any] | None:
         with self._lock:
-            record = self.store.get_schedule(schedule_id)
+            record = self.store.get_doc("schedule", schedule_id)
             if record is None:
                 return None
             record.update(changes)
@@ -79,16 +79,16 @@ class Scheduler:
                 record["nextRunAt"] = None
             elif "suspend" in changes or "schedule" in changes or record["nextRunAt"] is None:
                 record["nextRunAt"] = next_tick(record["schedule"], time.time())
-            self.store.put_schedule(record)
+            self.store.put_doc("schedule", record)
             return record
 
     def delete(self, schedule_id: str) -> None:
         with self._lock:
-            self.store.delete_schedule(schedule_id)
+            self.store.delete_doc("schedule", schedule_id)
 
     def trigger(self, schedule_id: str) -> JobRecord:
         with self._lock:
-            record = self.store.get_schedule(schedule_id)
+            record = self.store.get_doc("schedule", schedule_id)
             if record is None:
                 raise KeyError(schedule_id)
             if not record["concurrency"] and self._active(record):
@@ -98,15 +98,15 @@ class Scheduler:
     def tick(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self._lock:
-            for record in self.store.schedules():
+            for record in self.store.docs("schedule"):
                 due = record["nextRunAt"]
                 if record["suspend"] or due is None or due > now:
                     continue
                 if record["concurrency"] or not self._active(record):
                     self._run(record)
-                    record = self.store.get_schedule(record["id"]) or record
+                    record = self.store.get_doc("schedule", record["id"]) or record
                 record["nextRunAt"] = next_tick(record["schedule"], now)
-                self.store.put_schedule(record)
+                self.store.put_doc("schedule", record)
 
     def _active(self, record: dict[str, Any]) -> bool:
         last = record.get("lastJob")
@@ -118,7 +118,7 @@ class Scheduler:
     def _run(self, record: dict[str, Any]) -> JobRecord:
         job = self.launch(record)
         record["lastJob"] = {"id": job.id, "at": job.created_at}
-        self.store.put_schedule(record)
+        self.store.put_doc("schedule", record)
         return job
 
     def _loop(self) -> None:

@@ -28,10 +28,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_namespace ON jobs (namespace, created_at);
-CREATE TABLE IF NOT EXISTS schedules (
-    id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
     namespace TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
 );
 """
 
@@ -138,33 +140,32 @@ class Store:
             )
         return cursor.rowcount == 1
 
-    # --- scheduled jobs: one JSON document each ---------------------------------------------
+    # --- scheduled jobs and webhooks: one JSON document each, by kind ------------------------
 
-    def put_schedule(self, schedule: dict[str, Any]) -> None:
+    def put_doc(self, kind: str, doc: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO schedules (id, namespace, data) VALUES (?, ?, ?)",
-                (schedule["id"], schedule["namespace"], json.dumps(schedule)),
+                "INSERT OR REPLACE INTO documents (kind, id, namespace, data) VALUES (?, ?, ?, ?)",
+                (kind, doc["id"], doc["namespace"], json.dumps(doc)),
             )
 
-    def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
+    def get_doc(self, kind: str, doc_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT data FROM schedules WHERE id = ?", (schedule_id,)
+                "SELECT data FROM documents WHERE kind = ? AND id = ?", (kind, doc_id)
             ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def schedules(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT data FROM schedules", ()
-        if namespace is not None:
-            query, args = query + " WHERE namespace = ?", (namespace,)
+    def docs(self, kind: str, namespaces: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [json.loads(row[0]) for row in rows]
+            rows = self._db.execute(
+                "SELECT namespace, data FROM documents WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
+        return [json.loads(d) for ns, d in rows if namespaces is None or ns in namespaces]
 
-    def delete_schedule(self, schedule_id: str) -> None:
+    def delete_doc(self, kind: str, doc_id: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
+            self._db.execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, doc_id))
 
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
         return tuple(

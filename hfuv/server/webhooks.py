@@ -1,0 +1,95 @@
+"""Job webhooks on `hfuv server`: stored like the Hub's, fired by Hub-shaped events.
+
+An event is POSTed to `/webhooks/{id}`, authenticated by the webhook's secret in the
+`X-Webhook-Secret` header (or, for a webhook without a secret, its owner's bearer token). An event
+on a watched repo, in a watched domain, starts a copy of the source job with WEBHOOK_PAYLOAD,
+WEBHOOK_REPO_ID, WEBHOOK_REPO_TYPE and (as a secret) WEBHOOK_SECRET set. As on the Hub, the source
+job's secrets are not copied; the webhook's own `secrets` are passed instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+WATCH_TYPES = ("model", "dataset", "space", "user", "org")
+DOMAINS = ("repo", "discussion")
+
+
+def validate(body: Any) -> tuple[list[dict[str, str]], list[str], str | None, dict[str, str]]:
+    """→ (watched, domains, secret, secrets); raises ValueError with a message for the client."""
+    if not isinstance(body, dict):
+        raise ValueError("Request body must be a JSON object")
+    watched = body.get("watched")
+    if (
+        not isinstance(watched, list)
+        or not watched
+        or not all(
+            isinstance(w, dict) and w.get("type") in WATCH_TYPES and isinstance(w.get("name"), str)
+            for w in watched
+        )
+    ):
+        raise ValueError(f"`watched` must list {{type, name}} items, type one of {WATCH_TYPES}")
+    domains = body.get("domains") or list(DOMAINS)
+    if not isinstance(domains, list) or not all(d in DOMAINS for d in domains):
+        raise ValueError(f"`domains` must be a subset of {list(DOMAINS)}")
+    secret = body.get("secret")
+    if secret is not None and not isinstance(secret, str):
+        raise ValueError("`secret` must be a string")
+    secrets = body.get("secrets") or {}
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+        raise ValueError("`secrets` must be an object of strings")
+    if body.get("url") is not None:
+        raise ValueError("hfuv server runs job webhooks only: give `jobSourceId`, not `url`")
+    if not isinstance(body.get("jobSourceId"), str):
+        raise ValueError("`jobSourceId` is required")
+    return [{"type": w["type"], "name": w["name"]} for w in watched], domains, secret, secrets
+
+
+def matches(webhook: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """Does this event concern a watched repo, in a watched domain?"""
+    event = payload.get("event") or {}
+    repo = payload.get("repo") or {}
+    scope = str(event.get("scope", ""))
+    domain = "discussion" if scope.startswith("discussion") else "repo"
+    if domain not in webhook["domains"]:
+        return False
+    repo_type, repo_name = repo.get("type"), str(repo.get("name", ""))
+    for item in webhook["watched"]:
+        if item["type"] in ("user", "org") and repo_name.startswith(item["name"] + "/"):
+            return True
+        if item["type"] == repo_type and item["name"] == repo_name:
+            return True
+    return False
+
+
+def job_env(webhook: dict[str, Any], payload: dict[str, Any]) -> dict[str, str]:
+    repo = payload.get("repo") or {}
+    env = {
+        "WEBHOOK_PAYLOAD": json.dumps(payload),
+        "WEBHOOK_REPO_ID": str(repo.get("name", "")),
+        "WEBHOOK_REPO_TYPE": str(repo.get("type", "")),
+    }
+    return env
+
+
+def job_secrets(webhook: dict[str, Any]) -> dict[str, str]:
+    """The webhook's secrets, and WEBHOOK_SECRET: passed as secrets, never shown as env."""
+    values = dict(webhook.get("secrets") or {})
+    if webhook.get("secret"):
+        values["WEBHOOK_SECRET"] = webhook["secret"]
+    return values
+
+
+def public(webhook: dict[str, Any], job_spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The webhook as the API answers it (the Hub's shape; secret values never included)."""
+    return {
+        "id": webhook["id"],
+        "url": None,
+        "job": job_spec,
+        "jobSourceId": webhook["jobSourceId"],
+        "watched": webhook["watched"],
+        "domains": webhook["domains"],
+        "secret": "***" if webhook.get("secret") else None,
+        "disabled": webhook["disabled"],
+    }
