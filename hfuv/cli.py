@@ -142,6 +142,41 @@ def max_cost_origin(config: Any) -> str:
     return "--max-cost or HFUV_MAX_COST" if origin == "flag" else origin
 
 
+def submission_key_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--submission-key", metavar="KEY",
+        help="Idempotency key: a re-run with the same key creates no second job (or sweep job).",
+    )(func)  # fmt: skip
+
+
+def submission_keys(explicit: str | None, count: int) -> tuple[str, list[str]]:
+    """(group, one key per job): the user's key, or a fresh random one."""
+    import re
+    import secrets
+
+    from hfuv.errors import UsageError
+
+    if explicit is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,90}", explicit):
+        raise UsageError(f"invalid --submission-key {explicit!r}",
+                         hint="use up to 90 letters, digits, '.', '-' and '_'")  # fmt: skip
+    group = explicit or secrets.token_hex(8)
+    return group, [group] if count == 1 else [f"{group}-{i}" for i in range(count)]
+
+
+def keyed(body: dict[str, Any], group: str, key: str) -> dict[str, Any]:
+    from hfuv.client import SUBMISSION_GROUP_LABEL, SUBMISSION_LABEL
+
+    labels = {**body.get("labels", {}), SUBMISSION_LABEL: key, SUBMISSION_GROUP_LABEL: group}
+    return {**body, "labels": labels}
+
+
+def existing_submissions(client: Any, namespace: str, group: str) -> dict[str, dict[str, Any]]:
+    from hfuv.client import SUBMISSION_GROUP_LABEL, SUBMISSION_LABEL
+
+    jobs = client.list_jobs(namespace, labels=(f"{SUBMISSION_GROUP_LABEL}={group}",))
+    return {job["labels"][SUBMISSION_LABEL]: job for job in jobs}
+
+
 def status(message: str) -> None:
     click.echo(message, err=True)
 
@@ -155,19 +190,24 @@ def make_client(endpoint: str | None, token: str | None):
 
 
 def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
-           detach: bool) -> None:  # fmt: skip
-    """Create the job; then print its id (--detach) or follow it to its end."""
+           detach: bool, submission_key: str | None = None) -> None:  # fmt: skip
+    """Create the job (at most once); then print its id (--detach) or follow it to its end."""
     from hfuv import costs
     from hfuv.remote import follow_to_end
 
+    group, (key,) = submission_keys(submission_key, 1)
     with make_client(endpoint, token) as client:
         worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
         status(f"estimate: {worst.summary()}")
         costs.guard(worst, config.max_cost, max_cost_origin(config))
         namespace = client.namespace(config.namespace)
-        created = client.create_job(namespace, spec.body)
-        job_id = created["id"]
-        status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
+        earlier = existing_submissions(client, namespace, group) if submission_key else {}
+        if key in earlier:
+            job_id = earlier[key]["id"]
+            status(f"job {namespace}/{job_id} was already submitted with key {key}")
+        else:
+            job_id = client.create_job(namespace, keyed(spec.body, group, key))["id"]
+            status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
         if detach:
             click.echo(job_id)
             return
@@ -206,10 +246,12 @@ def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
     show_default=True,
     help="Sweep: submissions in flight at once.",
 )
+@submission_key_option
 @api_options
 def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json: bool,
         detach: bool, matrix: tuple[str, ...], matrix_file: str | None, parallel: int,
-        endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
+        submission_key: str | None, endpoint: str | None, token: str | None,
+        **params: Any) -> None:  # fmt: skip
     """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
 
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
@@ -238,18 +280,21 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     warn(job.warnings)
     if points is not None:
         run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
-                  detach=detach, parallel=parallel)  # fmt: skip
+                  detach=detach, parallel=parallel, submission_key=submission_key)  # fmt: skip
     elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
     elif local:
         run_here(job)
     else:
-        submit(job.spec, job.inspection.config, endpoint, token, detach=detach)
+        submit(job.spec, job.inspection.config, endpoint, token, detach=detach,
+               submission_key=submission_key)  # fmt: skip
 
 
 def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, token: str | None,
-              *, dry_run: bool, as_json: bool, detach: bool, parallel: int) -> None:  # fmt: skip
+              *, dry_run: bool, as_json: bool, detach: bool, parallel: int,
+              submission_key: str | None) -> None:  # fmt: skip
     """Submit one job per point (one lock, one bundle), then follow them all."""
+    import hashlib
     from concurrent.futures import ThreadPoolExecutor
 
     from hfuv import costs
@@ -257,7 +302,8 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
     from hfuv.sweep import expand, new_sweep_id
 
     spec, config = job.spec, job.inspection.config
-    sweep_id = new_sweep_id()
+    group, keys = submission_keys(submission_key, len(points))
+    sweep_id = hashlib.sha256(group.encode()).hexdigest()[:8] if submission_key else new_sweep_id()
     bodies = expand(spec.body, points, sweep_id, first_arg=3)
     if dry_run:
         estimate = spec.estimate(jobs=len(bodies))
@@ -278,9 +324,14 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
         status(f"estimate: {worst.summary()}")
         costs.guard(worst, config.max_cost, max_cost_origin(config))
         namespace = client.namespace(config.namespace)
+        earlier = existing_submissions(client, namespace, group) if submission_key else {}
+        todo = [keyed(body, group, key) for body, key in zip(bodies, keys, strict=True)
+                if key not in earlier]  # fmt: skip
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            created = list(pool.map(lambda body: client.create_job(namespace, body), bodies))
-        status(f"sweep {sweep_id}: {len(created)} jobs submitted to {namespace}")
+            list(pool.map(lambda body: client.create_job(namespace, body), todo))
+        already = f" ({len(bodies) - len(todo)} were already there)" if earlier else ""
+        status(f"sweep {sweep_id}: {len(todo)} jobs submitted to {namespace}{already}")
+        created = bodies
         if detach:
             click.echo(sweep_id)
             return
@@ -498,9 +549,11 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
 @script_options
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@submission_key_option
 @api_options
 def exec_command(image: str, command: tuple[str, ...], dry_run: bool, detach: bool,
-                 endpoint: str | None, token: str | None, **params: Any) -> None:  # fmt: skip
+                 submission_key: str | None, endpoint: str | None, token: str | None,
+                 **params: Any) -> None:  # fmt: skip
     """Run COMMAND in IMAGE as a job, like `docker run` (and `hf jobs run`).
 
     Put `--` before the command: `hfuv exec python:3.12 -- python -c 'print(1)'`.
@@ -520,7 +573,7 @@ def exec_command(image: str, command: tuple[str, ...], dry_run: bool, detach: bo
                     "estimate": spec.estimate()}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
-    submit(spec, config, endpoint, token, detach=detach)
+    submit(spec, config, endpoint, token, detach=detach, submission_key=submission_key)
 
 
 def namespace_option(func: Callable[..., Any]) -> Callable[..., Any]:

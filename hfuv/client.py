@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -20,10 +21,13 @@ from hfuv import __version__
 from hfuv.auth import find_hf_token
 from hfuv.cache import cache_dir
 from hfuv.errors import HfuvError, UsageError
+from hfuv.retry import Backoff
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 MAX_STREAM_FAILURES = 5
+SUBMISSION_LABEL = "hfuv-submission"
+SUBMISSION_GROUP_LABEL = "hfuv-submission-group"
 
 
 class JobsApiError(HfuvError):
@@ -32,6 +36,10 @@ class JobsApiError(HfuvError):
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class AmbiguousError(JobsApiError):
+    """A request that changes something failed in a way that does not tell if it took effect."""
 
 
 class AuthError(JobsApiError):
@@ -73,8 +81,10 @@ class JobsClient:
         environ: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
+        self.on_retry = on_retry or _say
         self.endpoint = (endpoint or environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         self.token = find_hf_token(environ, token)
         headers = {"user-agent": f"hfuv/{__version__}"}
@@ -101,27 +111,57 @@ class JobsClient:
 
     # --- requests -------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send one API request, retrying what is safe to retry.
+
+        Idempotent requests (GET, PUT, DELETE, cancel) are retried on connection errors, 429 and
+        5xx. Others only when nothing was processed (no connection, 429); an ambiguous failure
+        (timeout, reset after sending, 5xx) is raised as AmbiguousError for the caller to settle.
+        """
         if not self.token:
             raise AuthError(
                 "no Hugging Face token",
                 hint="set HF_TOKEN, run `hf auth login`, or pass --token",
             )
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise JobsApiError(
-                f"{self.endpoint} did not answer {method} {path} in time",
-                hint="check the endpoint and the network, then retry",
-            ) from None
-        except httpx.HTTPError as exc:
-            raise JobsApiError(
-                f"cannot reach {self.endpoint}: {type(exc).__name__}",
-                hint="check HF_ENDPOINT / --endpoint and that the server is running",
-            ) from None
-        if response.status_code >= 400:
-            raise self._error(response, method, path)
-        return response
+        if idempotent is None:
+            idempotent = method in ("GET", "PUT", "DELETE") or path.endswith("/cancel")
+        backoff = Backoff()
+        while True:
+            failure, retry_after, ambiguous = None, None, False
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failure = f"cannot reach {self.endpoint} ({type(exc).__name__})"
+            except httpx.HTTPError as exc:
+                failure = f"{method} {path} broke off ({type(exc).__name__})"
+                ambiguous = True
+            else:
+                status = response.status_code
+                if status < 400:
+                    return response
+                if status == 429 or status >= 500:
+                    failure = f"{self.endpoint} answered {status} to {method} {path}"
+                    retry_after = response.headers.get("retry-after")
+                    ambiguous = status >= 500
+                if failure is None or (ambiguous and not idempotent):
+                    error = self._error(response, method, path)
+                    if ambiguous:
+                        raise AmbiguousError(error.message, status=status)
+                    raise error
+            if ambiguous and not idempotent:
+                raise AmbiguousError(failure, status=599)
+            delay = backoff.next_delay(retry_after)
+            if delay is None:
+                raise JobsApiError(
+                    f"{failure}; gave up after {backoff.tried} tries",
+                    status=599,
+                    hint="check HF_ENDPOINT / --endpoint and that the server is up, then retry",
+                )
+            self.on_retry(f"{failure}; retrying in {delay:.1f}s ({backoff.tried}/"
+                          f"{backoff.attempts - 1})")  # fmt: skip
+            time.sleep(delay)
 
     def _error(self, response: httpx.Response, method: str, path: str) -> JobsApiError:
         status = response.status_code
@@ -179,7 +219,32 @@ class JobsClient:
         return name
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/api/jobs/{namespace}", json=body).json()
+        """POST the job; after an ambiguous failure, look its submission key up before retrying.
+
+        So one call creates at most one job, whatever the network does.
+        """
+        key = (body.get("labels") or {}).get(SUBMISSION_LABEL)
+        backoff = Backoff()
+        while True:
+            try:
+                return self._request("POST", f"/api/jobs/{namespace}", json=body).json()
+            except AmbiguousError as exc:
+                if key is None:
+                    raise
+                found = self.find_submission(namespace, key)
+                if found is not None:
+                    return found
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise JobsApiError(f"{exc.message}; the job was not created", status=599,
+                                       hint="retry later") from None  # fmt: skip
+                self.on_retry(f"{exc.message}; no job with this submission key yet, "
+                              f"submitting again in {delay:.1f}s")  # fmt: skip
+                time.sleep(delay)
+
+    def find_submission(self, namespace: str, key: str) -> dict[str, Any] | None:
+        jobs = self.list_jobs(namespace, labels=(f"{SUBMISSION_LABEL}={key}",))
+        return jobs[0] if jobs else None
 
     def get_job(self, namespace: str, job_id: str) -> dict[str, Any]:
         return self._get_json(f"/api/jobs/{namespace}/{job_id}")
@@ -268,7 +333,8 @@ class JobsClient:
                     yield event
             except JobsApiError as exc:
                 failures += 1
-                if (exc.status is not None and exc.status < 500) or failures > MAX_STREAM_FAILURES:
+                permanent = exc.status is not None and exc.status < 500 and exc.status != 429
+                if permanent or failures > MAX_STREAM_FAILURES:
                     raise
                 time.sleep(min(10.0, 2.0 ** (failures - 1)))
             first = False
@@ -298,6 +364,10 @@ class JobsClient:
         except httpx.HTTPError as exc:
             raise JobsApiError(f"the stream from {self.endpoint} broke: {type(exc).__name__}",
                                status=599) from None  # fmt: skip
+
+
+def _say(message: str) -> None:
+    print(f"hfuv: {message}", file=sys.stderr, flush=True)
 
 
 def _error_text(response: httpx.Response) -> str:
