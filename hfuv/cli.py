@@ -533,7 +533,7 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
 
     try:
         with JobsClient(endpoint=endpoint, token=token) as client:
-            items = client.hardware()
+            items = client.hardware(patient=False)
     except HfuvError as exc:
         status(f"note: using the built-in catalog ({exc.message})")
         items = catalog_as_api(list(CATALOG.values()))

@@ -112,7 +112,13 @@ class JobsClient:
     # --- requests -------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool | None = None,
+        attempts: int = 6,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send one API request, retrying what is safe to retry.
 
@@ -127,7 +133,7 @@ class JobsClient:
             )
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE") or path.endswith("/cancel")
-        backoff = Backoff()
+        backoff = Backoff(attempts=attempts)
         while True:
             failure, retry_after, ambiguous = None, None, False
             try:
@@ -294,8 +300,9 @@ class JobsClient:
     def toggle_webhook(self, webhook_id: str, action: str) -> dict[str, Any]:
         return self._request("POST", f"/api/settings/webhooks/{webhook_id}/{action}").json()
 
-    def hardware(self) -> list[dict[str, Any]]:
-        return self._get_json("/api/jobs/hardware")
+    def hardware(self, *, patient: bool = True) -> list[dict[str, Any]]:
+        """The flavors and prices; `patient=False` tries once (callers have a fallback)."""
+        return self._request("GET", "/api/jobs/hardware", attempts=6 if patient else 1).json()
 
     def stream_logs(
         self, namespace: str, job_id: str, *, tail: int | None = None

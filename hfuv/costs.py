@@ -57,7 +57,7 @@ def hourly_prices(client: JobsClient) -> tuple[dict[str, float], str]:
     except (OSError, ValueError, KeyError):
         pass
     try:
-        items = client.hardware()
+        items = client.hardware(patient=False)
         prices = {item["name"]: float(item["unitCostUSD"]) * 60 for item in items}
     except (HfuvError, KeyError, TypeError, ValueError):
         return {name: f.usd_per_hour for name, f in CATALOG.items()}, "built-in catalog"

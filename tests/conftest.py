@@ -75,6 +75,7 @@ def isolated_env(
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))
     monkeypatch.setenv("UV_PYTHON_DOWNLOADS", "never")
+    monkeypatch.setenv("HFUV_RETRY_MAX_SECONDS", "10")
     monkeypatch.setenv("UV_FIND_LINKS", str(wheel_index))
     monkeypatch.setenv("UV_NO_INDEX", "1")
     if PYENV_VERSION:

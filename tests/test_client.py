@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from hfuv.client import (
+    AmbiguousError,
     AuthError,
     ConflictError,
     JobNotFoundError,
+    JobsApiError,
     JobsClient,
-    RateLimitedError,
-    ServerError,
     exit_code_of,
     split_job_ref,
 )
@@ -40,16 +40,56 @@ def client_answering(status: int, headers: dict[str, str] | None = None) -> Jobs
         (403, AuthError, "--namespace"),
         (404, JobNotFoundError, "check the job id"),
         (409, ConflictError, "conflict: nope"),
-        (429, RateLimitedError, "rate limited for 7s"),
-        (503, ServerError, "retry later"),
     ],
 )
 def test_http_errors_are_typed_with_remedies(status: int, error: type, words: str) -> None:
-    client = client_answering(status, {"retry-after": "7"} if status == 429 else None)
+    client = client_answering(status)
     with pytest.raises(error) as info:
         client.get_job("me", "abc")
     assert words in str(info.value)
     assert info.value.status == status
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_retryable_answers_are_retried_then_given_up(
+    status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HFUV_RETRY_MAX_SECONDS", "3")
+    calls, said = [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(status, json={"error": "busy"}, headers={"retry-after": "0.1"})
+
+    client = JobsClient(endpoint="http://jobs.test", token="t", environ={},
+                        transport=httpx.MockTransport(handler), on_retry=said.append)  # fmt: skip
+    with pytest.raises(JobsApiError, match="gave up after 6 tries") as info:
+        client.get_job("me", "abc")
+    assert "check HF_ENDPOINT" in str(info.value)
+    assert calls == ["GET"] * 6
+    assert (
+        said[0] == f"http://jobs.test answered {status} to GET /api/jobs/me/abc; "
+        "retrying in 0.1s (1/5)"
+    )
+    if status >= 500:
+        calls.clear()
+        with pytest.raises(AmbiguousError):
+            client._request("POST", "/api/jobs/me", json={})
+        assert calls == ["POST"], "a POST that may have taken effect is not blindly repeated"
+
+
+def test_retry_after_is_honoured_and_success_ends_the_wait() -> None:
+    answers = iter(
+        [
+            httpx.Response(503, headers={"retry-after": "0.2"}),
+            httpx.Response(200, json={"id": "x", "status": {"stage": "RUNNING"}}),
+        ]
+    )
+    client = JobsClient(endpoint="http://jobs.test", token="t", environ={}, on_retry=print,
+                        transport=httpx.MockTransport(lambda request: next(answers)))  # fmt: skip
+    started = time.monotonic()
+    assert client.get_job("me", "x")["id"] == "x"
+    assert 0.2 <= time.monotonic() - started < 2
 
 
 def test_unreachable_endpoint() -> None:
