@@ -326,6 +326,7 @@ class JobsClient:
         while True:
             skip_until_last = last is not None and tail is not None
             position = 0
+            clean = False
             try:
                 for event in self.stream_logs(namespace, job_id, tail=tail if first else None):
                     if skip_until_last:
@@ -338,18 +339,24 @@ class JobsClient:
                     seen = max(seen, position)
                     last, failures = event, 0
                     yield event
+                clean = True
             except JobsApiError as exc:
                 failures += 1
                 permanent = exc.status is not None and exc.status < 500 and exc.status != 429
                 if permanent or failures > MAX_STREAM_FAILURES:
                     raise
+                self.on_retry(f"the log stream broke ({exc.message}); reconnecting")
                 time.sleep(min(10.0, 2.0 ** (failures - 1)))
             first = False
             if not follow:
                 return
-            if self.get_job(namespace, job_id)["status"]["stage"] in TERMINAL_STAGES:
+            # The job record, not the stream, says when to stop; a broken last pass is redone
+            # so that lines written between the break and the end are not lost.
+            ended = self.get_job(namespace, job_id)["status"]["stage"] in TERMINAL_STAGES
+            if ended and clean:
                 return
-            time.sleep(1.0)
+            if not ended:
+                time.sleep(1.0)
 
     def metrics(self, namespace: str, job_id: str) -> Iterator[dict[str, Any]]:
         yield from self._sse(f"/api/jobs/{namespace}/{job_id}/metrics", read=15.0)
@@ -367,7 +374,11 @@ class JobsClient:
                     raise self._error(response, "GET", path)
                 for line in response.iter_lines():
                     if line.startswith("data: {"):
-                        yield json.loads(line[len("data: ") :])
+                        try:
+                            event = json.loads(line[len("data: ") :])
+                        except ValueError:
+                            raise JobsApiError("a log event was cut short", status=599) from None
+                        yield event
         except httpx.HTTPError as exc:
             raise JobsApiError(f"the stream from {self.endpoint} broke: {type(exc).__name__}",
                                status=599) from None  # fmt: skip

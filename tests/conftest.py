@@ -152,9 +152,9 @@ class ServerProcess:
 
     TOKENS: ClassVar[dict[str, str]] = {"me": "token-me", "other": "token-other"}
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.extra = extra
         self.process: subprocess.Popen[str] | None = None
 

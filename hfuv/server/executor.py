@@ -90,9 +90,6 @@ class Executor:
         """Jobs running when the server died end as ERROR; queued ones are queued again."""
         for record in self.store.with_stage("RUNNING"):
             _kill_orphan(record.id)
-            writer = self.logs.writer(record.id)
-            writer.write("===== The server stopped while this job was running =====")
-            writer.close()
             self.store.finish(
                 record.id, "ERROR", "The server stopped while the job was running", None
             )
