@@ -34,6 +34,8 @@ from hfuv.server.store import JobRecord, Store
 from hfuv.server.tokens import Identity, entity_id
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_VALUE_BYTES = 1024 * 1024  # one env value, as on Hugging Face Jobs
+MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 PAGE_SIZE = 50
 
 
@@ -198,7 +200,7 @@ async def _json_body(request: Request) -> Any:
             raise ApiError(413, f"Request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise ApiError(400, "Request body is not valid JSON") from None
 
 
@@ -208,7 +210,23 @@ def _string_map(body: dict[str, Any], key: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise ApiError(400, f"`{key}` must be an object of strings")
+    for name, item in value.items():
+        if len(item.encode()) > MAX_VALUE_BYTES:
+            raise ApiError(400, f"`{key}.{name}` is over {MAX_VALUE_BYTES // 1024} KiB")
     return value
+
+
+def _valid_labels(body: dict[str, Any]) -> dict[str, str]:
+    from hfuv.errors import ConfigError
+    from hfuv.plan import check_label
+
+    labels = _string_map(body, "labels")
+    for key, value in labels.items():
+        try:
+            check_label(key, value, "labels")
+        except ConfigError as exc:
+            raise ApiError(400, exc.message) from None
+    return labels
 
 
 def validate_spec(body: Any) -> dict[str, Any]:
@@ -226,9 +244,13 @@ def validate_spec(body: Any) -> dict[str, Any]:
         raise ApiError(400, f"Unknown flavor {flavor!r}; see GET /api/jobs/hardware")
     timeout = body.get("timeoutSeconds")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int)
+        or not 0 < timeout <= MAX_TIMEOUT_SECONDS
     ):
-        raise ApiError(400, "`timeoutSeconds` must be a positive integer")
+        raise ApiError(400, f"`timeoutSeconds` must be an integer from 1 to {MAX_TIMEOUT_SECONDS}")
+    if "volumes" in body and not isinstance(body["volumes"], list):
+        raise ApiError(400, "`volumes` must be an array")
     image, space = body.get("dockerImage"), body.get("spaceId")
     if not isinstance(image or space, str):
         raise ApiError(400, "`dockerImage` or `spaceId` is required")
@@ -238,7 +260,7 @@ def validate_spec(body: Any) -> dict[str, Any]:
         "environment": _string_map(body, "environment"),
         "secrets": _string_map(body, "secrets"),
         "flavor": flavor,
-        "labels": _string_map(body, "labels"),
+        "labels": _valid_labels(body),
         "timeoutSeconds": timeout,
     }
     spec["dockerImage" if image else "spaceId"] = image or space
@@ -334,9 +356,9 @@ def _labels(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         record = _job(state, request, identity)
         body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        labels = _string_map(body, "labels")
+        if not isinstance(body, dict) or "labels" not in body:
+            raise ApiError(400, 'Request body must be {"labels": {...}}')
+        labels = _valid_labels(body)
         spec = dict(record.spec, labels=labels)
         state.store.update(record.id, spec=spec)
         return JSONResponse(job_json(state.store.get(record.id) or record))
@@ -524,7 +546,7 @@ def _schedule_action(state: ServerState):
             record = scheduler.update(record["id"], schedule=new) or record
         elif request.method == "PUT" and action == "labels":
             body = await _json_body(request)
-            labels = _string_map(body if isinstance(body, dict) else {}, "labels")
+            labels = _valid_labels(body if isinstance(body, dict) else {})
             record = scheduler.update(record["id"], spec=dict(record["spec"], labels=labels))
         elif request.method == "POST" and action == "run":
             try:
