@@ -70,14 +70,14 @@ def test_other_malformed_requests(server: ServerProcess) -> None:
         (
             "/api/scheduled-jobs/me",
             json.dumps({"schedule": "@daily", "jobSpec": GOOD, "suspend": "yes"}).encode(),
-        ),  # fmt: skip
+        ),
         ("/api/settings/webhooks", b'{"watched": "everything"}'),
         (
             "/api/settings/webhooks",
             json.dumps(
                 {"watched": [{"type": "model", "name": "a/b"}], "jobSourceId": "nope"}
             ).encode(),
-        ),  # fmt: skip
+        ),
     ]:
         method = "PUT" if path.endswith("/labels") else "POST"
         response = httpx.request(method, f"{server.url}{path}", content=content,
