@@ -46,10 +46,12 @@ class JobSpec:
         return self.body.get("secrets", {})
 
     def redacted(self) -> dict[str, Any]:
-        """The body with every secret value replaced by `***`."""
+        """The body with every secret value (and a token passed as env) replaced by `***`."""
         body = dict(self.body)
         if "secrets" in body:
             body["secrets"] = {key: "***" for key in body["secrets"]}
+        if "HF_TOKEN" in body.get("environment", {}):  # passed with -e, against advice
+            body["environment"] = {**body["environment"], "HF_TOKEN": "***"}
         return body
 
     def estimate(self, jobs: int = 1) -> dict[str, Any]:
