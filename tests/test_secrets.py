@@ -47,7 +47,7 @@ def test_no_output_shows_a_secret(tmp_path: Path) -> None:
             str(script),
             *base,
             env={**debug, "HF_ENDPOINT": "http://127.0.0.1:9"},
-        ),  # fmt: skip
+        ),
     ]
     assert outputs[4].code == 0 and outputs[4].stdout.strip() == str(len(SECRET))
     assert "Traceback" in outputs[5].stderr, "debug output is on, and still clean"
