@@ -26,6 +26,7 @@ from hfuv.retry import Backoff
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 MAX_STREAM_FAILURES = 5
+QUIET_STREAM = 598  # a status of our own: a read timeout on a log stream
 SUBMISSION_LABEL = "hfuv-submission"
 SUBMISSION_GROUP_LABEL = "hfuv-submission-group"
 
@@ -341,11 +342,12 @@ class JobsClient:
                     yield event
                 clean = True
             except JobsApiError as exc:
-                failures += 1
+                failures += 0 if exc.status == QUIET_STREAM else 1
                 permanent = exc.status is not None and exc.status < 500 and exc.status != 429
                 if permanent or failures > MAX_STREAM_FAILURES:
                     raise
-                self.on_retry(f"the log stream broke ({exc.message}); reconnecting")
+                if exc.status != QUIET_STREAM:
+                    self.on_retry(f"the log stream broke ({exc.message}); reconnecting")
                 time.sleep(min(10.0, 2.0 ** (failures - 1)))
             first = False
             if not follow:
@@ -379,9 +381,13 @@ class JobsClient:
                         except ValueError:
                             raise JobsApiError("a log event was cut short", status=599) from None
                         yield event
+        except httpx.ReadTimeout:
+            # Nothing, not even a keep-alive, for a while: reconnect, without counting a failure.
+            raise JobsApiError("the log stream went quiet", status=QUIET_STREAM) from None
         except httpx.HTTPError as exc:
-            raise JobsApiError(f"the stream from {self.endpoint} broke: {type(exc).__name__}",
-                               status=599) from None  # fmt: skip
+            raise JobsApiError(
+                f"the stream from {self.endpoint} broke: {type(exc).__name__}", status=599
+            ) from None
 
 
 def _say(message: str) -> None:
