@@ -122,8 +122,8 @@ def install_with_script(version, target):
     return done.returncode == 0
 
 
-def main():
-    env = os.environ
+def prepare(env, args):
+    """Verify and unpack the bundle and find the uv to use: (uv path, argv, work dir)."""
     for name in ("HFUV_UV_VERSION", "HFUV_SCRIPT", "HFUV_PYTHON"):
         if not env.get(name):
             fail(f"{name} is not set; this job was not made by hfuv")
@@ -133,11 +133,16 @@ def main():
     unpack(data, workdir)
     uv = ensure_uv(env["HFUV_UV_VERSION"], env)
     python = env.get("HFUV_INTERPRETER") or env["HFUV_PYTHON"]
+    argv = [uv, "run", "--frozen", "--python", python, "--script", env["HFUV_SCRIPT"], *args]
+    return uv, argv, workdir
+
+
+def main():
+    uv, argv, workdir = prepare(os.environ, sys.argv[1:])
     os.chdir(workdir)
-    argv = [uv, "run", "--frozen", "--python", python, "--script", env["HFUV_SCRIPT"]]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(uv, argv + sys.argv[1:])
+    os.execv(uv, argv)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ def build_request(script: str, args: tuple[str, ...], params: dict[str, Any]):
         files=params.get("files", ()),
         gist_file=params.get("gist_file"),
         sha256=params.get("sha256"),
+        refresh=params.get("refresh", False),
     )
 
 
@@ -228,6 +229,7 @@ def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @script_options
 @click.option("--file", "files", multiple=True, metavar="PATH", help="Ship a file or directory.")
+@click.option("--refresh", is_flag=True, help="Resolve the lock again, not from hfuv's cache.")
 @click.option("--local", is_flag=True, help="Run the job on this machine.")
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
@@ -399,8 +401,7 @@ def run_here(job: Any) -> None:
             err=True,
         )
 
-    code = local.execute(prepared, on_start=announce)
-    sys.exit(code)
+    local.exec_bootstrap(prepared, on_start=announce)
 
 
 @cli.command()

@@ -27,6 +27,7 @@ class ScriptRequest:
     files: tuple[str, ...] = ()
     gist_file: str | None = None
     sha256: str | None = None
+    refresh: bool = False  # resolve again instead of reusing a cached lock
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None
         python=inspection.python,
         interpreter=inspection.interpreter,
         with_deps=request.with_deps,
+        refresh=request.refresh,
     )
     spec = payload.build_job_spec(
         source=inspection.source,

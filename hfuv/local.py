@@ -8,21 +8,20 @@ environment.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets as _secrets
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hfuv.cache import cache_dir
 from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor
-from hfuv.payload import JobSpec
+from hfuv.payload import JobSpec, bootstrap_source
 from hfuv.uv import run_uv, with_python_visible
 
 HOST_VARIABLES = (
@@ -104,36 +103,53 @@ def prepare_body(
 
 
 def check_python(python: str, environ: Mapping[str, str]) -> None:
+    """Fail clearly, before anything runs, when Python X.Y is not on this machine.
+
+    A found interpreter is remembered (per PATH and pyenv selection) while it exists.
+    """
+    import hashlib
+
+    key = hashlib.sha256(
+        "\0".join([python, environ.get("PATH", ""), environ.get("PYENV_VERSION", "")]).encode()
+    ).hexdigest()[:24]
+    memo = cache_dir() / "pythons" / key
+    try:
+        if Path(memo.read_text().strip()).exists():
+            return
+    except OSError:
+        pass
     result = run_uv(["python", "find", python], env=environ, check=False)
     if result.returncode != 0:
         raise PythonNotFoundError(
             f"Python {python} is not installed on this machine, and the job runs on {python}",
             hint=f"install it with `uv python install {python}`, or pick another with --python",
         )
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(result.stdout.strip())
+    except OSError:
+        pass
 
 
-def execute(run: LocalRun, *, on_start: Callable[[LocalRun], None] | None = None) -> int:
-    """Start the job's process, stream its output live, and return its exit code.
+def is_bootstrap(argv: list[str]) -> bool:
+    return len(argv) >= 3 and argv[1] == "-c" and argv[2] == bootstrap_source()
 
-    Ctrl-C reaches the script directly (same process group, same terminal); hfuv itself ignores
-    it and waits, so the script decides how to stop. SIGTERM to hfuv is passed on.
+
+def exec_bootstrap(run: LocalRun, on_start: Callable[[LocalRun], None] | None = None) -> NoReturn:
+    """Become the job: run the bootstrap's steps in this process, then exec its `uv run`.
+
+    The same code the job's first process runs, without starting one more interpreter; the
+    script's exit code and signals (Ctrl-C included) are then the process's own.
     """
+    from hfuv import bootstrap
+
+    if not is_bootstrap(run.argv):
+        raise UsageError("this job's command is not hfuv's bootstrap; it cannot run locally")
     run.workdir.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start(run)
-    try:
-        process = subprocess.Popen(run.argv, env=run.env)
-    except OSError as exc:
-        raise UsageError(f"cannot start {run.argv[0]}: {exc.strerror}") from None
-    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def forward(signum: int, _frame: object) -> None:
-        process.send_signal(signum)
-
-    previous_term = signal.signal(signal.SIGTERM, forward)
-    try:
-        code = process.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous_term)
-    return 128 - code if code < 0 else code
+    uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
+    os.chdir(workdir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(uv, argv, run.env)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hfuv import pep723, toml_write
+from hfuv.cache import cache_dir
 from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
 from hfuv.sources import ScriptSource
 from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
@@ -185,10 +186,17 @@ def build_env(
     python: str,
     interpreter: str | None,
     with_deps: Sequence[str] = (),
+    refresh: bool = False,
 ) -> EnvSpec:
-    """Lock the shipped copy; reuse an up-to-date `SCRIPT.lock`, refuse a stale one."""
+    """Lock the shipped copy; reuse an up-to-date `SCRIPT.lock`, refuse a stale one.
+
+    Fresh locks are cached by what defines them (the shipped script, Python, uv version, the
+    previous lock and uv's settings in the environment), so a script that has not changed is
+    not resolved again; `refresh` resolves anyway.
+    """
     reject_local_paths(metadata, source.name)
     script = shipped_script(source, metadata, with_deps, python)
+    version = uv_version()
     existing = None
     if source.path is not None and lock_path(source.path).is_file():
         existing = lock_path(source.path).read_text(encoding="utf-8")
@@ -198,10 +206,42 @@ def build_env(
                 f"{lock_path(source.path).name} is out of date with {source.path.name}",
                 hint=f"run `hfuv lock {source.path}` to refresh it",
             )
-        return EnvSpec(python, interpreter, uv_version(), script, existing,
+        return EnvSpec(python, interpreter, version, script, existing,
                        lock_path(source.path).name)  # fmt: skip
+    cached = _cache_path("locks", source.name, script, python, version, existing or "")
+    if not refresh:
+        try:
+            return EnvSpec(python, interpreter, version, script, cached.read_text(), "cached")
+        except OSError:
+            pass
     lock_text = lock_script(source.name, script, python, previous=existing)
-    return EnvSpec(python, interpreter, uv_version(), script, lock_text, "fresh")
+    _remember(cached, lock_text)
+    return EnvSpec(python, interpreter, version, script, lock_text, "fresh")
+
+
+def _cache_path(kind: str, *parts: str | bytes) -> Path:
+    """A cache file named by the digest of `parts` and of uv's settings in the environment."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, bytes) else part.encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    settings = sorted(
+        (k, v)
+        for k, v in os.environ.items()
+        if k.startswith("UV_") and k not in ("UV_CACHE_DIR", "UV_NO_PROGRESS")
+    )
+    digest.update(json.dumps(settings).encode())  # fmt: skip
+    return cache_dir() / kind / digest.hexdigest()
+
+
+def _remember(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        pass  # the cache only saves time
 
 
 @contextmanager
@@ -244,9 +284,13 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
 
     Offline: an up-to-date lock needs no network, and a stale one must not trigger a resolution.
     """
+    verdict = _cache_path("lock-checks", name, script, lock_text, python, uv_version())
+    if verdict.is_file():
+        return True
     with _scratch_copy(name, script, lock_text) as target:
         result = _uv_lock(target, python, "--check", "--offline")
         if result.returncode == 0:
+            _remember(verdict, "current\n")
             return True
         if result.returncode == 1:
             return False

@@ -43,14 +43,14 @@ def print_logs(
 ) -> None:
     """Each log line exactly as the job wrote it (with its timestamp only if asked)."""
     out = out or sys.stdout
-    for event in client.follow_logs(namespace, job_id, tail=tail, follow=follow):
-        line = event.get("data", "")
-        if line.startswith(JOB_STARTED):
-            continue
+    for batch in client.follow_log_batches(namespace, job_id, tail=tail, follow=follow):
         if timestamps:
-            out.write(f"{event.get('timestamp', '')} {line}\n")
+            text = "".join(f"{e.get('timestamp', '')} {e.get('data', '')}\n" for e in batch
+                           if not e.get("data", "").startswith(JOB_STARTED))  # fmt: skip
         else:
-            out.write(line + "\n")
+            text = "".join(e.get("data", "") + "\n" for e in batch
+                           if not e.get("data", "").startswith(JOB_STARTED))  # fmt: skip
+        out.write(text)
         out.flush()
 
 

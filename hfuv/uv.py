@@ -37,10 +37,29 @@ def find_uv() -> str:
 
 @functools.cache
 def uv_version() -> str:
-    """The version of the uv hfuv runs, e.g. `0.13.9`."""
+    """The version of the uv hfuv runs, e.g. `0.13.9` (remembered per binary)."""
+    import json
+
+    from hfuv.cache import cache_dir
+
+    binary = Path(find_uv())
+    stat = binary.stat()
+    key = f"{binary.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo = cache_dir() / "uv-version.json"
+    try:
+        known = json.loads(memo.read_text())
+        if known.get("key") == key:
+            return known["version"]
+    except (OSError, ValueError, AttributeError):
+        pass
     out = run_uv(["--version"]).stdout.split()
     if len(out) < 2:
         raise UvError(f"unexpected output from `uv --version`: {' '.join(out)!r}")
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps({"key": key, "version": out[1]}))
+    except OSError:
+        pass
     return out[1]
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -398,7 +399,11 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
     """The whole log (or its last `tail` lines), then new lines until the job has ended."""
     lines, offset = state.logs.read(job_id)
     if tail is not None:
-        lines = lines[-tail:] if tail else []
+        last: deque[bytes] = deque(lines, maxlen=tail)
+        while lines:
+            lines, offset = state.logs.read(job_id, offset)
+            last.extend(lines)
+        lines = list(last)
     last_sent = time.monotonic()
     while True:
         if lines:

@@ -29,12 +29,18 @@ class LogBook:
     def writer(self, job_id: str) -> LogWriter:
         return LogWriter(self.path(job_id))
 
-    def read(self, job_id: str, offset: int = 0) -> tuple[list[bytes], int]:
-        """Complete lines (raw JSON bytes) from byte `offset`, and the offset after them."""
+    def read(self, job_id: str, offset: int = 0, limit: int = 1 << 20) -> tuple[list[bytes], int]:
+        """Complete lines (raw JSON bytes) from byte `offset`, at most about `limit` bytes of
+        them (so a long log streams in flat memory), and the offset after them."""
         try:
             with self.path(job_id).open("rb") as handle:
                 handle.seek(offset)
-                chunk = handle.read()
+                chunk = handle.read(limit)
+                while b"\n" not in chunk and len(chunk) == limit:  # one very long line
+                    more = handle.read(limit)
+                    chunk += more
+                    if not more:
+                        break
         except FileNotFoundError:
             return [], offset
         end = chunk.rfind(b"\n")

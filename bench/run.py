@@ -1,0 +1,303 @@
+"""hfuv's benchmarks against the official client (huggingface_hub) and uv, in one run.
+
+    python bench/run.py [--runs N] [--quick]
+
+Each figure is the median of N runs after one warm-up, measured here, now, against the same
+`hfuv server`; the ratio compares hfuv with its rival measured in the same run. The table is
+printed and written to bench/results/latest.json. Budgets come from shared/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TOKEN = "bench-token"
+
+
+def ensure_official_client() -> None:
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "huggingface_hub==2.4.0"],
+                       check=True)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(argv: list[str], env: dict[str, str], stdin: str | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one command; fails loudly if the command fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:4])}… failed ({done.returncode}): {done.stderr[-800:]}"
+        )
+    return wall, max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+
+
+def median_of(runs: int, action: Callable[[], float]) -> float:
+    action()  # warm-up
+    return statistics.median(action() for _ in range(runs))
+
+
+class Bench:
+    def __init__(self, runs: int, quick: bool) -> None:
+        self.runs = runs
+        self.quick = quick
+        self.rows: list[dict] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="hfuv-bench-"))
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "HF_ENDPOINT": f"http://127.0.0.1:{self.port}",
+            "HF_TOKEN": TOKEN,
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_EXPERIMENTAL_WARNING": "1",
+            "HFUV_CACHE_DIR": str(self.tmp / "hfuv-cache"),
+            "HF_HOME": str(self.tmp / "hf-home"),
+            "UV_PYTHON_DOWNLOADS": "never",
+        }
+        self.server: subprocess.Popen[str] | None = None
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def start_server(self) -> None:
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "hfuv", "server", "--port", str(self.port), "--data-dir",
+             str(self.tmp / "server"), "--token", f"me={TOKEN}", "--max-parallel", "2"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        for _ in range(300):
+            try:
+                request = urllib.request.Request(
+                    f"{self.env['HF_ENDPOINT']}/api/whoami-v2",
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                )
+                urllib.request.urlopen(request, timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("hfuv server did not start")
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.terminate()
+            self.server.wait(timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def hfuv(self, *args: str) -> list[str]:
+        return [str(BIN / "hfuv"), *args]
+
+    def hf(self, *args: str) -> list[str]:
+        return [str(BIN / "hf"), *args]
+
+    def wall(self, argv: list[str], stdin: str | None = None) -> Callable[[], float]:
+        return lambda: timed(argv, self.env, stdin)[0]
+
+    def record(self, name: str, ours: float, rival: float, rival_name: str, unit: str,
+               budget: str, ok: bool) -> None:  # fmt: skip
+        ratio = ours / rival if rival else float("nan")
+        self.rows.append({"benchmark": name, "hfuv": ours, "rival": rival,
+                          "rival_name": rival_name, "unit": unit, "ratio": ratio,
+                          "budget": budget, "meets_budget": ok})  # fmt: skip
+        mark = "ok" if ok else "MISSED"
+        print(f"  {name:<44} hfuv {ours:9.3f}{unit:<7} {rival_name} {rival:9.3f}{unit:<7} "
+              f"ratio {ratio:6.3f}  budget {budget:<8} {mark}", flush=True)  # fmt: skip
+
+    def compare(self, name: str, ours: list[str], rival: list[str], rival_name: str,
+                budget: float) -> None:  # fmt: skip
+        mine = median_of(self.runs, self.wall(ours))
+        theirs = median_of(self.runs, self.wall(rival))
+        self.record(name, mine, theirs, rival_name, "s", f"≤ {budget:g}×", mine <= budget * theirs)
+
+    # --- the benchmarks ------------------------------------------------------------------
+
+    def startup(self) -> None:
+        self.compare("hfuv --help", self.hfuv("--help"), self.hf("jobs", "--help"),
+                     "hf jobs --help", 1 / 3)  # fmt: skip
+        self.compare(
+            "hfuv run --help",
+            self.hfuv("run", "--help"),
+            self.hf("jobs", "uv", "run", "--help"),
+            "hf jobs uv run --help",
+            1 / 3,
+        )
+
+    def submit(self) -> None:
+        self.compare("hfuv exec --detach python:3.12 -- true",
+                     self.hfuv("exec", "--detach", "python:3.12", "--", "true"),
+                     self.hf("jobs", "run", "--detach", "python:3.12", "true"),
+                     "hf jobs run --detach", 1 / 2)  # fmt: skip
+        script = ROOT / "examples" / "hello.py"
+        files = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: SimpleHTTPRequestHandler(
+            *a, directory=str(script.parent)))  # fmt: skip
+        threading.Thread(target=files.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{files.server_address[1]}/hello.py"
+        official = ("from huggingface_hub import HfApi; "
+                    f"HfApi().run_uv_job({url!r}, namespace='me')")  # fmt: skip
+        try:
+            self.compare("hfuv run --detach hello.py (warm)",
+                         self.hfuv("run", "--detach", str(script)),
+                         [sys.executable, "-c", official], "run_uv_job(URL)", 1 / 2)  # fmt: skip
+        finally:
+            files.shutdown()
+
+    def local(self) -> None:
+        script = ROOT / "examples" / "with_deps.py"
+        found = subprocess.run([str(BIN / "uv"), "python", "find", "3.12"], env=self.env,
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        self.compare("hfuv run --local with_deps.py (warm)",
+                     self.hfuv("run", "--local", str(script)),
+                     [str(BIN / "uv"), "run", "--python", found or "3.12", str(script)],
+                     "uv run --python 3.12", 1.5)  # fmt: skip
+
+    def sweep(self) -> None:
+        count = 16 if self.quick else 64
+        script = str(ROOT / "examples" / "hello.py")
+        ours = timed(
+            self.hfuv(
+                "run", "--detach", script, "--matrix", "i=" + ",".join(str(i) for i in range(count))
+            ),
+            self.env,
+        )[0]
+        started = time.perf_counter()
+        for _ in range(count):
+            timed(self.hf("jobs", "run", "--detach", "python:3.12", "true"), self.env)
+        theirs = time.perf_counter() - started
+        self.record(
+            f"{count}-job sweep, submitted",
+            ours,
+            theirs,
+            f"{count}× hf jobs run -d",
+            "s",
+            "≥ 20× faster",
+            theirs >= 20 * ours,
+        )
+
+    def logs(self) -> None:
+        lines = 50_000 if self.quick else 200_000
+        program = ("import sys\nfor b in range(%d):\n"
+                   "    sys.stdout.write(''.join(f'log line {b}-{i}\\n' for i in range(1000)))\n"
+                   % (lines // 1000))  # fmt: skip
+        script = self.tmp / "chatty.py"
+        script.write_text(program)
+        run = subprocess.run(self.hfuv("run", "--detach", str(script)), env=self.env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        job_id = run.stdout.strip()
+        subprocess.run(self.hfuv("wait", job_id), env=self.env, capture_output=True, check=True)
+        ours_time, ours_mem = self._follow(self.hfuv("logs", "-f", job_id))
+        theirs_time, theirs_mem = self._follow(self.hf("jobs", "logs", "-f", job_id))
+        ours, theirs = lines / ours_time, lines / theirs_time
+        self.record(f"logs -f of {lines // 1000}k lines", ours, theirs, "hf jobs logs -f",
+                    " l/s", "≥ 2×", ours >= 2 * theirs)  # fmt: skip
+        self.rows[-1].update(
+            hfuv_peak_rss_mib=ours_mem / 1024, rival_peak_rss_mib=theirs_mem / 1024
+        )
+        print(
+            f"  {'':<44} peak memory: hfuv {ours_mem / 1024:.0f} MiB, "
+            f"hf {theirs_mem / 1024:.0f} MiB"
+        )
+
+    def _follow(self, argv: list[str]) -> tuple[float, int]:
+        """Median time, and peak RSS measured in a fresh process (RUSAGE_CHILDREN only grows)."""
+        wall = median_of(max(1, self.runs // 2), self.wall(argv))
+        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], "
+                 "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+        rss = subprocess.run([sys.executable, "-c", probe, *argv], env=self.env,
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return wall, int(rss or 0)
+
+    def server_load(self) -> None:
+        from hfuv.client import JobsClient
+
+        clients, per_client = 20, 3 if self.quick else 10
+        creates: list[float] = []
+        lists: list[float] = []
+
+        def work(_: int) -> None:
+            client = JobsClient(endpoint=self.env["HF_ENDPOINT"], token=TOKEN, environ={})
+            for _ in range(per_client):
+                started = time.perf_counter()
+                client.create_job("me", {"command": ["true"], "dockerImage": "python:3.12"})
+                creates.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                client.list_jobs("me", stages=("RUNNING",))
+                lists.append(time.perf_counter() - started)
+            client.close()
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(work, range(clients)))
+        elapsed = time.perf_counter() - started
+
+        def pct(values: list[float], q: float) -> float:
+            return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+        summary = {"benchmark": "server, 20 concurrent clients",
+                   "jobs_per_second": len(creates) / elapsed,
+                   "create_p50_ms": pct(creates, 0.5), "create_p99_ms": pct(creates, 0.99),
+                   "list_p50_ms": pct(lists, 0.5), "list_p99_ms": pct(lists, 0.99)}  # fmt: skip
+        self.rows.append(summary)
+        print(
+            f"  {'server, 20 concurrent clients':<44} {summary['jobs_per_second']:.0f} jobs/s; "
+            f"create p50 {summary['create_p50_ms']:.0f} ms p99 {summary['create_p99_ms']:.0f} "
+            f"ms; list p50 {summary['list_p50_ms']:.0f} ms p99 {summary['list_p99_ms']:.0f} ms"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
+    parser.add_argument("--quick", action="store_true", help="smaller sweep, log and load")
+    options = parser.parse_args()
+    ensure_official_client()
+    bench = Bench(options.runs, options.quick)
+    print(f"hfuv benchmarks: median of {options.runs} runs after a warm-up "
+          f"({platform.python_version()}, {os.cpu_count()} CPUs)", flush=True)  # fmt: skip
+    try:
+        bench.start_server()
+        for step in (bench.startup, bench.submit, bench.local, bench.sweep, bench.logs,
+                     bench.server_load):  # fmt: skip
+            step()
+    finally:
+        bench.stop()
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    document = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": options.runs,
+                "python": platform.python_version(), "rows": bench.rows}  # fmt: skip
+    (results / "latest.json").write_text(json.dumps(document, indent=2))
+    missed = [row["benchmark"] for row in bench.rows if row.get("meets_budget") is False]
+    print(f"written to {results / 'latest.json'}" + (f"; missed: {', '.join(missed)}" if missed
+                                                      else "; every budget met"))  # fmt: skip
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
