@@ -202,9 +202,9 @@ class Bench:
 
     def logs(self) -> None:
         lines = 50_000 if self.quick else 200_000
-        program = ("import sys\nfor b in range(%d):\n"
+        program = (f"import sys\nfor b in range({lines // 1000}):\n"
                    "    sys.stdout.write(''.join(f'log line {b}-{i}\\n' for i in range(1000)))\n"
-                   % (lines // 1000))  # fmt: skip
+                   )  # fmt: skip
         script = self.tmp / "chatty.py"
         script.write_text(program)
         run = subprocess.run(self.hfuv("run", "--detach", str(script)), env=self.env,

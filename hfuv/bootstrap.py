@@ -131,9 +131,24 @@ def prepare(env, args):
     workdir = env.get("HFUV_WORKDIR") or tempfile.mkdtemp(prefix="hfuv-job-")
     os.makedirs(workdir, exist_ok=True)
     unpack(data, workdir)
+    script = env["HFUV_SCRIPT"]
+    codedir = env.get("HFUV_CODEDIR")
+    if codedir:
+        # A stable copy of the code, named by the bundle's hash: uv keys a script's
+        # environment by the script's path, so repeated local runs reuse one environment.
+        if not os.path.isdir(codedir):
+            parent = os.path.dirname(codedir)
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
+            unpack(data, staging)
+            try:
+                os.rename(staging, codedir)  # atomic: concurrent jobs see all or nothing
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)  # another job got there first
+        script = os.path.join(codedir, script)
     uv = ensure_uv(env["HFUV_UV_VERSION"], env)
     python = env.get("HFUV_INTERPRETER") or env["HFUV_PYTHON"]
-    argv = [uv, "run", "--frozen", "--python", python, "--script", env["HFUV_SCRIPT"], *args]
+    argv = [uv, "run", "--frozen", "--python", python, "--script", script, *args]
     return uv, argv, workdir
 
 

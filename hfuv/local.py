@@ -88,6 +88,8 @@ def prepare_body(
             "HFUV_WORKDIR": str(workdir),
         }
     )
+    if env.get("HFUV_BUNDLE_SHA256"):
+        env["HFUV_CODEDIR"] = str(cache_dir() / "code" / env["HFUV_BUNDLE_SHA256"][:32])
     argv = [*(body.get("command") or []), *(body.get("arguments") or [])]
     if env.pop("HFUV_INTERPRETER", None):
         argv[0] = "python3"
