@@ -545,29 +545,32 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
 
 
 @cli.command(name="exec", context_settings=RUN_CONTEXT)
-@click.argument("image")
+@click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @script_options
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
 @submission_key_option
 @api_options
-def exec_command(image: str, command: tuple[str, ...], dry_run: bool, detach: bool,
+def exec_command(exec_image: str, command: tuple[str, ...], dry_run: bool, detach: bool,
                  submission_key: str | None, endpoint: str | None, token: str | None,
                  **params: Any) -> None:  # fmt: skip
     """Run COMMAND in IMAGE as a job, like `docker run` (and `hf jobs run`).
 
     Put `--` before the command: `hfuv exec python:3.12 -- python -c 'print(1)'`.
     """
-    from hfuv.job import validate_flags
     from hfuv.payload import build_exec_spec
-    from hfuv.plan import resolve
+    from hfuv.plan import resolve, validate_flags
 
+    if params.get("image"):
+        from hfuv.errors import UsageError
+
+        raise UsageError("--image does not apply to exec", hint="give the image as IMAGE")
     options = cli_options(params)
     validate_flags(options)
     config = resolve(options, {}, where="hfuv exec", environ=os.environ)
     warn(config.warnings)
-    spec = build_exec_spec(image, command, config)
+    spec = build_exec_spec(exec_image, command, config)
     if dry_run:
         url = request_url(endpoint, config.namespace)
         document = {"method": "POST", "url": url, "body": spec.redacted(),
@@ -830,7 +833,8 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
                     concurrency: bool, endpoint: str | None, token: str | None,
                     **params: Any) -> None:  # fmt: skip
     """Run SCRIPT on SCHEDULE. Its bundle and lock are frozen now: every run is the same."""
-    from hfuv.job import prepare_job, validate_flags
+    from hfuv.job import prepare_job
+    from hfuv.plan import validate_flags
     from hfuv.schedules import validate
 
     validate(schedule)
@@ -845,18 +849,17 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
 
 @schedule_group.command(name="exec", context_settings=RUN_CONTEXT)
 @click.argument("schedule")
-@click.argument("image")
+@click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @script_options
 @with_schedule_flags
 @api_options
-def schedule_exec(schedule: str, image: str, command: tuple[str, ...], suspend: bool,
+def schedule_exec(schedule: str, exec_image: str, command: tuple[str, ...], suspend: bool,
                   concurrency: bool, endpoint: str | None, token: str | None,
                   **params: Any) -> None:  # fmt: skip
     """Run COMMAND in IMAGE on SCHEDULE."""
-    from hfuv.job import validate_flags
     from hfuv.payload import build_exec_spec
-    from hfuv.plan import resolve
+    from hfuv.plan import resolve, validate_flags
     from hfuv.schedules import validate
 
     validate(schedule)
@@ -865,7 +868,7 @@ def schedule_exec(schedule: str, image: str, command: tuple[str, ...], suspend: 
     announce_next_runs(schedule)
     config = resolve(options, {}, where="hfuv schedule exec", environ=os.environ)
     warn(config.warnings)
-    create_schedule(build_exec_spec(image, command, config), config, schedule, suspend=suspend,
+    create_schedule(build_exec_spec(exec_image, command, config), config, schedule, suspend=suspend,
                     concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
 
 

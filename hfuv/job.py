@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from hfuv import lock, payload, pep723, plan, sources
 from hfuv.cache import cache_dir
 from hfuv.errors import ConfigError, UsageError
-from hfuv.flavors import get_flavor
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,6 @@ class PreparedJob:
         return self.inspection.config.warnings
 
 
-def validate_flags(options: plan.CliOptions) -> None:
-    """Reject bad option values before any file is read or any request is made."""
-    if options.timeout is not None:
-        plan.parse_timeout(options.timeout, "--timeout")
-    if options.flavor is not None:
-        get_flavor(options.flavor)
-    for spec in options.volumes:
-        plan.parse_volume(spec, "-v")
-
-
 def inspect_script(
     request: ScriptRequest,
     environ: Mapping[str, str] | None = None,
@@ -74,7 +63,7 @@ def inspect_script(
     is a warning instead of an error: the metadata is valid, and `run` is where it fails.
     """
     environ = os.environ if environ is None else environ
-    validate_flags(request.options)
+    plan.validate_flags(request.options)
     source = sources.load(
         request.script,
         environ=environ,

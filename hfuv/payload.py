@@ -17,14 +17,16 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfuv import costs
 from hfuv.errors import BundleTooLargeError, ConfigError
 from hfuv.flavors import Flavor, get_flavor
-from hfuv.lock import EnvSpec
-from hfuv.plan import LaunchConfig
-from hfuv.sources import ScriptSource
+
+if TYPE_CHECKING:  # only for types: a Docker-like job needs neither lock nor source
+    from hfuv.lock import EnvSpec
+    from hfuv.plan import LaunchConfig
+    from hfuv.sources import ScriptSource
 
 CHUNK_CHARS = 100 * 1024  # one env string stays far below Linux's 128 KiB limit
 MAX_BUNDLE_CHARS = 900 * 1024  # HF Jobs caps one value at about 1 MB; keep the total below that

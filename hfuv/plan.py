@@ -150,6 +150,16 @@ def check_label(key: str, value: str, origin: str) -> None:
         )
 
 
+def validate_flags(options: CliOptions) -> None:
+    """Reject bad option values before any file is read or any request is made."""
+    if options.timeout is not None:
+        parse_timeout(options.timeout, "--timeout")
+    if options.flavor is not None:
+        get_flavor(options.flavor)
+    for spec in options.volumes:
+        parse_volume(spec, "-v")
+
+
 def read_table(tool: Mapping[str, Any], table: str, where: str) -> dict[str, Any]:
     """Validate one launch table (`hfuv` or `hf-jobs`) and return its values."""
     raw = tool.get(table)
