@@ -161,3 +161,11 @@ def test_check_shows_what_would_run() -> None:
     assert rows["timeout"] == "2h"
     assert rows["cost"] == "t4-small at $0.40/h × 2h timeout = at most $0.80"
     assert "APP_MODE=eval  ([tool.hfuv])" in rows["env"]
+
+
+def test_exec_takes_its_image_as_an_argument() -> None:
+    line = one_error_line(hfuv("exec", "--dry-run", "python:3.12", "--image", "x", "--", "true"))
+    assert "--image does not apply to exec" in line
+    ok = hfuv("exec", "--dry-run", "python:3.12", "--", "python", "-c", "print(1)")
+    assert ok.code == 0 and ok.json()["body"]["dockerImage"] == "python:3.12"
+    assert ok.json()["body"]["command"] == ["python", "-c", "print(1)"]

@@ -90,3 +90,25 @@ def test_uv_tool_settings_are_honoured(tmp_path: Path) -> None:
         "import hfuv_demo_a\nprint(hfuv_demo_a.VALUE)\n",
     )
     assert hfuv("run", str(script), "--local").stdout == "a-1.0.0\n"
+
+
+def test_locks_are_cached_by_content_and_refresh_resolves_again(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.py", DEMO_SCRIPT)
+    first = hfuv("run", str(script), "--dry-run")
+    assert "2 packages (fresh)" in first.stderr
+    second = hfuv("run", str(script), "--dry-run")
+    assert "2 packages (cached)" in second.stderr
+    assert first.stdout == second.stdout
+    refreshed = hfuv("run", str(script), "--dry-run", "--refresh")
+    assert "2 packages (fresh)" in refreshed.stderr
+    changed = write(tmp_path / "s.py", DEMO_SCRIPT.replace('"hfuv-demo-b"', '"hfuv-demo-b>=2"'))
+    assert "(fresh)" in hfuv("run", str(changed), "--dry-run").stderr
+
+
+def test_repeated_local_runs_reuse_one_environment(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.py", DEMO_SCRIPT)
+    first = hfuv("run", str(script), "--local")
+    second = hfuv("run", str(script), "--local")
+    assert first.stdout == second.stdout == "a-1.1.0 b-2.0.0 3.12\n"
+    assert "Installed 2 packages" in first.stderr
+    assert "Installed" not in second.stderr, "the second run found its environment ready"
