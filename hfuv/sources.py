@@ -41,10 +41,6 @@ class ScriptSource:
     path: Path | None = None  # set for local files (their lock may sit beside them)
     revision: str | None = None  # gist revision, when known
 
-    @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
 
 def load(
     script: str,
