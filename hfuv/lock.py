@@ -56,6 +56,12 @@ class EnvSpec:
 def python_allowed(requires_python: str | None, minor: str) -> bool:
     if not requires_python:
         return True
+    from hfuv.quickspec import allows, simple_bounds
+
+    bounds = simple_bounds(requires_python)
+    major, minor_number = (int(n) for n in minor.split("."))
+    if bounds is not None:
+        return any(allows(bounds, (major, minor_number, patch)) for patch in range(0, 40))
     from packaging.specifiers import SpecifierSet
 
     spec = SpecifierSet(requires_python)

@@ -241,8 +241,7 @@ def _load_toml(toml_text: str, name: str, opener_line: int) -> dict[str, Any]:
 
 
 def _validate(metadata: ScriptMetadata, name: str) -> None:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from hfuv.quickspec import is_simple_requirement, simple_bounds
 
     data = metadata.data
     if "dependencies" in data:
@@ -261,6 +260,10 @@ def _validate(metadata: ScriptMetadata, name: str) -> None:
                     f"`dependencies` must hold PEP 508 strings; {_toml_type(dep)} {dep!r} is not",
                     hint='quote each requirement, e.g. "numpy>=2"',
                 )
+            if is_simple_requirement(dep):
+                continue
+            from packaging.requirements import InvalidRequirement, Requirement
+
             try:
                 Requirement(dep)
             except InvalidRequirement as exc:
@@ -281,8 +284,11 @@ def _validate(metadata: ScriptMetadata, name: str) -> None:
                 hint='write e.g. requires-python = ">=3.11"',
             )
         try:
-            SpecifierSet(spec)
-        except InvalidSpecifier:
+            if simple_bounds(spec) is None:
+                from packaging.specifiers import SpecifierSet
+
+                SpecifierSet(spec)
+        except ValueError:  # packaging's InvalidSpecifier
             bare = re.fullmatch(r"\s*\d+(\.\d+)*\s*", spec)
             hint = f'did you mean "=={spec.strip()}" or ">={spec.strip()}"?' if bare else None
             raise MetadataError(

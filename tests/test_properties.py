@@ -126,3 +126,41 @@ def test_bundle_round_trip(files: dict[str, bytes]) -> None:
     env["HFUV_BUNDLE_SHA256"] = hashlib.sha256(bundle).hexdigest()
     assert read_bundle(env) == files
     assert make_bundle(dict(reversed(list(files.items())))) == bundle
+
+
+VERSIONS = st.lists(st.integers(0, 20), min_size=1, max_size=3).map(
+    lambda parts: ".".join(map(str, parts))
+)
+SIMPLE_SPECS = st.lists(
+    st.tuples(st.sampled_from([">=", "<=", ">", "<"]), VERSIONS), min_size=1, max_size=3
+).map(lambda clauses: ",".join(op + v for op, v in clauses))
+
+
+@given(SIMPLE_SPECS, st.integers(0, 20), st.integers(0, 20), st.integers(0, 30))
+def test_quick_specifiers_agree_with_packaging(spec: str, major: int, minor: int,
+                                                patch: int) -> None:  # fmt: skip
+    from packaging.specifiers import SpecifierSet
+
+    from hfuv.quickspec import allows, simple_bounds
+
+    bounds = simple_bounds(spec)
+    assert bounds is not None
+    version = f"{major}.{minor}.{patch}"
+    assert allows(bounds, (major, minor, patch)) == SpecifierSet(spec).contains(version)
+
+
+REQUIREMENT_TEXT = st.text(st.sampled_from("abcZ09._-[], <>=!~3"), max_size=25)
+
+
+@settings(max_examples=500)
+@given(REQUIREMENT_TEXT)
+def test_quick_requirements_are_valid_pep508(text: str) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from hfuv.quickspec import is_simple_requirement
+
+    if is_simple_requirement(text):
+        try:
+            Requirement(text)
+        except InvalidRequirement as exc:  # pragma: no cover - the failure this test hunts
+            raise AssertionError(f"{text!r} passed the fast path but is invalid") from exc
