@@ -135,3 +135,23 @@ def test_sweep_cost_guard_counts_every_job(tmp_path: Path) -> None:
     )
     assert result.code == 1
     assert "× 4 jobs = at most $2.00" in result.stderr and "nothing was submitted" in result.stderr
+
+
+def test_live_view_redraws_one_line_per_job(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a terminal, each job has one line (stage, duration, last log line), redrawn in place."""
+    from hfuv.client import JobsClient
+    from hfuv.remote import follow_sweep
+
+    script = write(tmp_path / "say.py", "import sys, time\nprint('said', sys.argv[1], flush=True)\n"
+                   "time.sleep(1.5)\n")  # fmt: skip
+    sweep_id = hfuv("run", str(script), "--detach", "--matrix", "x=p,q", "--", "{x}",
+                    env=server.env()).stdout.strip()  # fmt: skip
+    with JobsClient(endpoint=server.url, token="token-me", environ={}) as client:
+        jobs = follow_sweep(client, "me", sweep_id, 2, live=True, status=print, poll=0.3)
+    assert [job["status"]["stage"] for job in jobs] == ["COMPLETED", "COMPLETED"]
+    drawn = capsys.readouterr().err
+    assert "\x1b[F\x1b[2K" in drawn, "earlier lines are erased and redrawn"
+    final = drawn.rsplit("\x1b[2K", 1)[-1] if "\x1b[2K" in drawn else drawn
+    assert "[1] " in final and "COMPLETED" in final and "said q" in final
