@@ -150,34 +150,6 @@ def submission_key_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)  # fmt: skip
 
 
-def submission_keys(explicit: str | None, count: int) -> tuple[str, list[str]]:
-    """(group, one key per job): the user's key, or a fresh random one."""
-    import re
-    import secrets
-
-    from hfuv.errors import UsageError
-
-    if explicit is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,90}", explicit):
-        raise UsageError(f"invalid --submission-key {explicit!r}",
-                         hint="use up to 90 letters, digits, '.', '-' and '_'")  # fmt: skip
-    group = explicit or secrets.token_hex(8)
-    return group, [group] if count == 1 else [f"{group}-{i}" for i in range(count)]
-
-
-def keyed(body: dict[str, Any], group: str, key: str) -> dict[str, Any]:
-    from hfuv.client import SUBMISSION_GROUP_LABEL, SUBMISSION_LABEL
-
-    labels = {**body.get("labels", {}), SUBMISSION_LABEL: key, SUBMISSION_GROUP_LABEL: group}
-    return {**body, "labels": labels}
-
-
-def existing_submissions(client: Any, namespace: str, group: str) -> dict[str, dict[str, Any]]:
-    from hfuv.client import SUBMISSION_GROUP_LABEL, SUBMISSION_LABEL
-
-    jobs = client.list_jobs(namespace, labels=(f"{SUBMISSION_GROUP_LABEL}={group}",))
-    return {job["labels"][SUBMISSION_LABEL]: job for job in jobs}
-
-
 def status(message: str) -> None:
     click.echo(message, err=True)
 
@@ -193,21 +165,21 @@ def make_client(endpoint: str | None, token: str | None):
 def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
            detach: bool, submission_key: str | None = None) -> None:  # fmt: skip
     """Create the job (at most once); then print its id (--detach) or follow it to its end."""
-    from hfuv import costs
+    from hfuv import costs, remote
     from hfuv.remote import follow_to_end
 
-    group, (key,) = submission_keys(submission_key, 1)
+    group, (key,) = remote.submission_keys(submission_key, 1)
     with make_client(endpoint, token) as client:
         worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
         status(f"estimate: {worst.summary()}")
         costs.guard(worst, config.max_cost, max_cost_origin(config))
         namespace = client.namespace(config.namespace)
-        earlier = existing_submissions(client, namespace, group) if submission_key else {}
+        earlier = remote.existing_submissions(client, namespace, group) if submission_key else {}
         if key in earlier:
             job_id = earlier[key]["id"]
             status(f"job {namespace}/{job_id} was already submitted with key {key}")
         else:
-            job_id = client.create_job(namespace, keyed(spec.body, group, key))["id"]
+            job_id = client.create_job(namespace, remote.keyed(spec.body, group, key))["id"]
             status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
         if detach:
             click.echo(job_id)
@@ -304,7 +276,9 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
     from hfuv.sweep import expand, new_sweep_id
 
     spec, config = job.spec, job.inspection.config
-    group, keys = submission_keys(submission_key, len(points))
+    from hfuv import remote
+
+    group, keys = remote.submission_keys(submission_key, len(points))
     sweep_id = hashlib.sha256(group.encode()).hexdigest()[:8] if submission_key else new_sweep_id()
     bodies = expand(spec.body, points, sweep_id, first_arg=3)
     if dry_run:
@@ -326,8 +300,8 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
         status(f"estimate: {worst.summary()}")
         costs.guard(worst, config.max_cost, max_cost_origin(config))
         namespace = client.namespace(config.namespace)
-        earlier = existing_submissions(client, namespace, group) if submission_key else {}
-        todo = [keyed(body, group, key) for body, key in zip(bodies, keys, strict=True)
+        earlier = remote.existing_submissions(client, namespace, group) if submission_key else {}
+        todo = [remote.keyed(body, group, key) for body, key in zip(bodies, keys, strict=True)
                 if key not in earlier]  # fmt: skip
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             list(pool.map(lambda body: client.create_job(namespace, body), todo))
@@ -638,10 +612,12 @@ def logs(job: str | None, follow: bool, tail: int | None, timestamps: bool, swee
 
     if (job is None) == (sweep is None) or (sweep is None) != (index is None):
         raise UsageError("give a JOB, or --sweep ID --index K")
+    from hfuv import remote
+
     with make_client(endpoint, token) as client:
         if sweep is not None:
             ns = client.namespace(namespace)
-            members = sweep_jobs(client, ns, sweep)
+            members = remote.sweep_jobs(client, ns, sweep)
             if index not in members:
                 raise UsageError(f"sweep {sweep} has no job {index} (it has {len(members)})")
             job_id = members[index]["id"]
@@ -705,10 +681,12 @@ def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespac
     limit = parse_timeout(timeout, "--timeout") if timeout else None
     deadline = None if limit is None else time.monotonic() + limit
     rows, ok = [], True
+    from hfuv import remote
+
     with make_client(endpoint, token) as client:
         if sweep:
             ns = client.namespace(namespace)
-            jobs = tuple(f"{ns}/{j['id']}" for j in sweep_jobs(client, ns, sweep).values())
+            jobs = tuple(f"{ns}/{j['id']}" for j in remote.sweep_jobs(client, ns, sweep).values())
             if not jobs:
                 raise UsageError(f"no jobs in sweep {sweep} (namespace {ns})")
         for ref in jobs:
@@ -725,12 +703,6 @@ def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespac
     sys.exit(0 if ok else 1)
 
 
-def sweep_jobs(client: Any, namespace: str, sweep: str) -> dict[int, dict[str, Any]]:
-    from hfuv.sweep import SWEEP_LABEL, latest_per_index
-
-    return latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep}",)))
-
-
 @cli.group(name="sweep")
 def sweep_group() -> None:
     """Watch and retry sweeps (started with `hfuv run --matrix`)."""
@@ -743,11 +715,12 @@ def sweep_group() -> None:
 def sweep_watch(sweep: str, namespace: str | None, endpoint: str | None,
                 token: str | None) -> None:  # fmt: skip
     """Follow a sweep until every job ends, then print its summary."""
+    from hfuv import remote
     from hfuv.remote import follow_sweep, sweep_summary
 
     with make_client(endpoint, token) as client:
         ns = client.namespace(namespace)
-        jobs = follow_sweep(client, ns, sweep, len(sweep_jobs(client, ns, sweep)),
+        jobs = follow_sweep(client, ns, sweep, len(remote.sweep_jobs(client, ns, sweep)),
                             live=sys.stderr.isatty(), status=status)  # fmt: skip
     click.echo(sweep_summary(jobs))
     sys.exit(0 if all(j["status"]["stage"] == "COMPLETED" for j in jobs) else 1)
@@ -761,9 +734,11 @@ def sweep_watch(sweep: str, namespace: str | None, endpoint: str | None,
 def sweep_retry(sweep: str, failed: bool, namespace: str | None, endpoint: str | None,
                 token: str | None) -> None:  # fmt: skip
     """Re-submit the jobs of a sweep that failed or were canceled."""
+    from hfuv import remote
+
     with make_client(endpoint, token) as client:
         ns = client.namespace(namespace)
-        members = sweep_jobs(client, ns, sweep)
+        members = remote.sweep_jobs(client, ns, sweep)
         if not members:
             from hfuv.errors import UsageError
 

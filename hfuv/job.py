@@ -7,6 +7,7 @@ run executes exactly the JobSpec a dry run prints.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -133,10 +134,10 @@ def write_lock(
     request: ScriptRequest, environ: Mapping[str, str] | None = None
 ) -> tuple[str, bool]:
     """`hfuv lock`: write or refresh SCRIPT.lock beside a local script. → (path, changed)."""
+    if request.script == "-" or re.match(r"https?://", request.script):
+        raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
     inspection = inspect_script(request, environ)
     source = inspection.source
-    if source.path is None:
-        raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
     lock.reject_local_paths(inspection.metadata, source.name)
     path = lock.lock_path(source.path)
     previous = path.read_text(encoding="utf-8") if path.is_file() else None

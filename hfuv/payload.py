@@ -9,6 +9,7 @@ array; the user's arguments follow it untouched, never spliced into a shell stri
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import io
@@ -43,10 +44,6 @@ class JobSpec:
     files: tuple[str, ...]
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def secrets(self) -> dict[str, str]:
-        return self.body.get("secrets", {})
-
     def redacted(self) -> dict[str, Any]:
         """The body with every secret value (and a token passed as env) replaced by `***`."""
         body = dict(self.body)
@@ -73,6 +70,7 @@ def default_image(uv_version: str, python: str) -> str:
     return f"ghcr.io/astral-sh/uv:{uv_version}-python{python}-trixie"
 
 
+@functools.cache
 def bootstrap_source() -> str:
     return (Path(__file__).parent / "bootstrap.py").read_text(encoding="utf-8")
 

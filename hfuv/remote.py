@@ -7,7 +7,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from hfuv.client import TERMINAL_STAGES, JobsClient, exit_code_of
+from hfuv.client import (
+    SUBMISSION_GROUP_LABEL,
+    SUBMISSION_LABEL,
+    TERMINAL_STAGES,
+    JobsClient,
+    exit_code_of,
+)
+from hfuv.errors import UsageError
 
 JOB_STARTED = "===== Job started"
 
@@ -156,3 +163,36 @@ def sweep_summary(jobs: list[dict[str, Any]]) -> str:
         for job in jobs
     ]
     return table(["INDEX", "JOB ID", "STAGE", "EXIT", "TIME", "VALUES"], rows)
+
+
+def submission_keys(explicit: str | None, count: int) -> tuple[str, list[str]]:
+    """(group, one key per job): the user's --submission-key, or a fresh random one."""
+    import re
+    import secrets
+
+    if explicit is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,90}", explicit):
+        raise UsageError(f"invalid --submission-key {explicit!r}",
+                         hint="use up to 90 letters, digits, '.', '-' and '_'")  # fmt: skip
+    group = explicit or secrets.token_hex(8)
+    return group, [group] if count == 1 else [f"{group}-{i}" for i in range(count)]
+
+
+def keyed(body: dict[str, Any], group: str, key: str) -> dict[str, Any]:
+    """The body with its submission key labels, which make retries and re-runs idempotent."""
+    labels = {**body.get("labels", {}), SUBMISSION_LABEL: key, SUBMISSION_GROUP_LABEL: group}
+    return {**body, "labels": labels}
+
+
+def existing_submissions(
+    client: JobsClient, namespace: str, group: str
+) -> dict[str, dict[str, Any]]:
+    """Submission key → job, for the jobs already created under `group`."""
+    jobs = client.list_jobs(namespace, labels=(f"{SUBMISSION_GROUP_LABEL}={group}",))
+    return {job["labels"][SUBMISSION_LABEL]: job for job in jobs}
+
+
+def sweep_jobs(client: JobsClient, namespace: str, sweep: str) -> dict[int, dict[str, Any]]:
+    """The latest job of each index of a sweep."""
+    from hfuv.sweep import SWEEP_LABEL, latest_per_index
+
+    return latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep}",)))

@@ -77,9 +77,10 @@ def test_local_path_sources_cannot_travel(tmp_path: Path) -> None:
 
 
 def test_lock_refuses_a_remote_script() -> None:
-    result = hfuv("lock", "https://127.0.0.1:9/x.py")
-    assert result.code in (1, 2)
-    assert "Traceback" not in result.stderr
+    for script in ("https://127.0.0.1:9/x.py", "-"):
+        result = hfuv("lock", script, input="print(1)\n")
+        assert result.code == 2
+        assert result.stderr.startswith("error: hfuv lock writes SCRIPT.lock beside a local")
 
 
 def test_uv_tool_settings_are_honoured(tmp_path: Path) -> None:

@@ -276,8 +276,7 @@ def test_hardware_from_the_api(server: ServerProcess) -> None:
     assert "h200x8" in offline.stdout
 
 
-@pytest.mark.parametrize("stats_ok", [True])
-def test_stats_of_a_running_job(server: ServerProcess, tmp_path: Path, stats_ok: bool) -> None:
+def test_stats_of_a_running_job(server: ServerProcess, tmp_path: Path) -> None:
     job_id = detach(server, write(tmp_path / "sleep.py", SLEEPER))
     wait_stage(server, job_id, {"RUNNING"})
     result = hfuv("stats", job_id, env=server.env())

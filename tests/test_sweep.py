@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -116,8 +115,8 @@ def test_wait_for_a_sweep_that_succeeds(server: ServerProcess, tmp_path: Path) -
     assert waited.stdout.count("COMPLETED") == 2
     watch = hfuv("sweep", "watch", sweep_id, env=server.env())
     assert watch.code == 0 and len(watch.stdout.splitlines()) == 3
-    assert json.loads(json.dumps(hfuv("ps", "--sweep", sweep_id, "--json",
-                                      env=server.env()).json()))  # fmt: skip
+    listed = hfuv("ps", "--sweep", sweep_id, "--json", env=server.env()).json()
+    assert sorted(job["labels"]["hfuv-v-x"] for job in listed) == ["1", "2"]
 
 
 def test_sweep_cost_guard_counts_every_job(tmp_path: Path) -> None:
