@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -28,17 +27,12 @@ class HfuvGroup(click.Group):
     """Maps hfuv's errors to one `error:` line on stderr and their exit code, in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from hfuv.errors import HfuvError
+        from hfuv.errors import HfuvError, report
 
         try:
             return super().invoke(ctx)
         except HfuvError as exc:
-            if os.environ.get("HFUV_DEBUG") == "1":
-                traceback.print_exc()
-            click.echo(f"error: {exc.message}", err=True, nl=not exc.hint)
-            if exc.hint:
-                click.echo(f" (hint: {exc.hint})", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(report(exc))
 
 
 @click.group(cls=HfuvGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,9 +117,13 @@ def build_request(script: str, args: tuple[str, ...], params: dict[str, Any]):
     )
 
 
+def warning_lines(messages: list[str]) -> list[str]:
+    return [f"warning: {message}" for message in messages]
+
+
 def warn(messages: list[str]) -> None:
-    for message in messages:
-        click.echo(f"warning: {message}", err=True)
+    for line in warning_lines(messages):
+        click.echo(line, err=True)
 
 
 def api_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -155,45 +153,27 @@ def status(message: str) -> None:
 
 
 def make_client(endpoint: str | None, token: str | None):
-    from hfuv.client import JobsClient
+    from hfuv.submission import make_client
 
-    if token:
-        warn(["--token leaves the token in your shell history; prefer HF_TOKEN"])
-    return JobsClient(endpoint=endpoint, token=token)
+    return make_client(endpoint, token)
+
+
+def submit_options(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
+                   detach: bool, submission_key: str | None) -> dict[str, Any]:  # fmt: skip
+    return {"flavor": spec.flavor.name, "max_cost": config.max_cost,
+            "max_cost_origin": max_cost_origin(config), "namespace": config.namespace,
+            "endpoint": endpoint, "token": token, "detach": detach,
+            "submission_key": submission_key}  # fmt: skip
 
 
 def submit(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
            detach: bool, submission_key: str | None = None) -> None:  # fmt: skip
     """Create the job (at most once); then print its id (--detach) or follow it to its end."""
-    from hfuv import costs, remote
-    from hfuv.remote import follow_to_end
+    from hfuv.submission import submit
 
-    group, (key,) = remote.submission_keys(submission_key, 1)
-    with make_client(endpoint, token) as client:
-        worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
-        status(f"estimate: {worst.summary()}")
-        costs.guard(worst, config.max_cost, max_cost_origin(config))
-        namespace = client.namespace(config.namespace)
-        earlier = remote.existing_submissions(client, namespace, group) if submission_key else {}
-        if key in earlier:
-            job_id = earlier[key]["id"]
-            status(f"job {namespace}/{job_id} was already submitted with key {key}")
-        else:
-            job_id = client.create_job(namespace, remote.keyed(spec.body, group, key))["id"]
-            status(f"job {namespace}/{job_id} submitted: {client.job_url(namespace, job_id)}")
-        if detach:
-            click.echo(job_id)
-            return
-        try:
-            code = follow_to_end(client, namespace, job_id, status=status)
-        except KeyboardInterrupt:
-            status(
-                f"\nstopped following; job {namespace}/{job_id} is still running.\n"
-                f"  re-attach: hfuv logs -f {namespace}/{job_id}\n"
-                f"  cancel:    hfuv cancel {namespace}/{job_id}"
-            )
-            sys.exit(130)
-    sys.exit(code)
+    options = submit_options(spec, config, endpoint, token, detach=detach,
+                             submission_key=submission_key)  # fmt: skip
+    sys.exit(submit(spec.body, **options))
 
 
 @cli.command(context_settings=RUN_CONTEXT)
@@ -258,10 +238,30 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
     elif local:
-        run_here(job)
+        run_here(job, replay_inputs(request, job, token))
     else:
+        inputs = replay_inputs(request, job, token)
+        if inputs is not None:
+            from hfuv import replay
+
+            options = submit_options(job.spec, job.inspection.config, endpoint, token,
+                                     detach=detach, submission_key=submission_key)  # fmt: skip
+            record = {"mode": "remote", "stderr": warning_lines(job.warnings),
+                      "body": job.spec.body, "submit": options}  # fmt: skip
+            replay.save(replay.args_of_this_run(), record, inputs)
         submit(job.spec, job.inspection.config, endpoint, token, detach=detach,
                submission_key=submission_key)  # fmt: skip
+
+
+def replay_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:
+    """The files a replay of this run depends on; None when it must not be recorded (it
+    would hold a secret, or the user asked for a fresh resolution)."""
+    from hfuv.job import input_files
+
+    body = job.spec.body
+    if request.refresh or token or body.get("secrets") or "HF_TOKEN" in body["environment"]:
+        return None
+    return input_files(request, job)
 
 
 def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, token: str | None,
@@ -360,22 +360,33 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
     )
 
 
-def run_here(job: Any) -> None:
+def run_here(job: Any, replay_inputs: list[str] | None) -> None:
+    """Become the job; first record it for replay when `replay_inputs` says what it reads."""
     from hfuv import local
     from hfuv.uv import with_python_visible
 
-    local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
+    python = local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
     prepared = local.prepare(job.spec, environ=os.environ)
+    announcement = (
+        f"hfuv: running {job.inspection.source.name} here as job {prepared.job_id} "
+        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}; "
+        f"remotely: {job.spec.estimate()['summary']}); work dir {prepared.workdir}"
+    )
 
-    def announce(run: Any) -> None:
-        click.echo(
-            f"hfuv: running {job.inspection.source.name} here as job {run.job_id} "
-            f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}; "
-            f"remotely: {job.spec.estimate()['summary']}); work dir {run.workdir}",
-            err=True,
-        )
+    def record(uv: str, argv: list[str]) -> None:
+        from hfuv import replay
 
-    local.exec_bootstrap(prepared, on_start=announce)
+        codedir = prepared.env["HFUV_CODEDIR"]
+        shipped = [codedir, *(os.path.join(codedir, name) for name in job.spec.files)]
+        entry = replay.local_record(
+            stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
+            workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
+            files=job.spec.files,
+        )  # fmt: skip
+        replay.save(replay.args_of_this_run(), entry, [*replay_inputs, python, uv, *shipped])
+
+    local.exec_bootstrap(prepared, on_start=lambda _: status(announcement),
+                         on_ready=record if replay_inputs is not None else None)  # fmt: skip
 
 
 @cli.command()

@@ -75,3 +75,21 @@ class BundleTooLargeError(HfuvError):
 
 class NotAvailableError(UsageError):
     """The feature asked for does not exist yet."""
+
+
+def report(exc: HfuvError) -> int:
+    """Print `exc` as hfuv's one `error:` line on stderr; → the exit code to use.
+
+    With HFUV_DEBUG=1 the traceback comes first (errors never hold secret values).
+    """
+    import os
+    import sys
+
+    if os.environ.get("HFUV_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+    hint = f" (hint: {exc.hint})" if exc.hint else ""
+    sys.stderr.write(f"error: {exc.message}{hint}\n")
+    sys.stderr.flush()
+    return exc.exit_code

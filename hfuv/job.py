@@ -113,6 +113,24 @@ def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None
     return PreparedJob(inspection, env_spec, spec)
 
 
+def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
+    """Every file whose content or presence shaped `job`, or None when something else did
+    (a script fetched from a URL or stdin, a lock that is not on disk)."""
+    from hfuv.uv import find_uv
+
+    source_path = job.inspection.source.path
+    if source_path is None or job.env.lock_file is None:
+        return None
+    paths = [str(source_path), str(lock.lock_path(source_path)), job.env.lock_file, find_uv()]
+    paths += [*request.options.env_files, *request.options.secrets_files]
+    for given in request.files:
+        paths.append(given)
+        for folder, dirs, names in os.walk(given):
+            dirs.sort()
+            paths += [os.path.join(folder, name) for name in sorted(dirs + names)]
+    return paths
+
+
 def lock_status(inspection: Inspection) -> str:
     """`none`, `current`, `stale` or `remote` for the SCRIPT.lock beside a local script."""
     source = inspection.source

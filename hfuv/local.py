@@ -9,8 +9,6 @@ environment.
 from __future__ import annotations
 
 import os
-import re
-import secrets as _secrets
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -21,16 +19,9 @@ from typing import Any, NoReturn
 from hfuv.cache import cache_dir
 from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor
+from hfuv.jobenv import host_environment, new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
 from hfuv.uv import run_uv, with_python_visible
-
-HOST_VARIABLES = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "COLORTERM", "NO_COLOR",
-    "FORCE_COLOR", "TMPDIR", "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NIX_SSL_CERT_FILE", "PYENV_ROOT", "PYENV_VERSION",
-    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_CERT",
-)  # fmt: skip
-_HOST_PATTERNS = re.compile(r"(UV_.*|LC_.*|(?i:(https?|no|all)_proxy))")
 
 
 @dataclass(frozen=True)
@@ -39,19 +30,6 @@ class LocalRun:
     workdir: Path
     argv: list[str]
     env: dict[str, str]
-
-
-def new_job_id() -> str:
-    """24 hex characters, the shape of a Hugging Face job id."""
-    return _secrets.token_hex(12)
-
-
-def host_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in environ.items()
-        if key in HOST_VARIABLES or _HOST_PATTERNS.fullmatch(key)
-    }
 
 
 def prepare(
@@ -104,11 +82,10 @@ def prepare_body(
     return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env)
 
 
-def check_python(python: str, environ: Mapping[str, str]) -> None:
-    """Fail clearly, before anything runs, when Python X.Y is not on this machine.
-
-    A found interpreter is remembered (per PATH and pyenv selection) while it exists.
-    """
+def check_python(python: str, environ: Mapping[str, str]) -> str:
+    """The interpreter uv finds for Python X.Y; fail clearly, before anything runs, when
+    there is none. A found interpreter is remembered (per PATH and pyenv selection) while it
+    exists."""
     import hashlib
 
     key = hashlib.sha256(
@@ -116,8 +93,9 @@ def check_python(python: str, environ: Mapping[str, str]) -> None:
     ).hexdigest()[:24]
     memo = cache_dir() / "pythons" / key
     try:
-        if Path(memo.read_text().strip()).exists():
-            return
+        known = memo.read_text().strip()
+        if Path(known).exists():
+            return known
     except OSError:
         pass
     result = run_uv(["python", "find", python], env=environ, check=False)
@@ -131,13 +109,18 @@ def check_python(python: str, environ: Mapping[str, str]) -> None:
         memo.write_text(result.stdout.strip())
     except OSError:
         pass
+    return result.stdout.strip()
 
 
 def is_bootstrap(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[1] == "-c" and argv[2] == bootstrap_source()
 
 
-def exec_bootstrap(run: LocalRun, on_start: Callable[[LocalRun], None] | None = None) -> NoReturn:
+def exec_bootstrap(
+    run: LocalRun,
+    on_start: Callable[[LocalRun], None] | None = None,
+    on_ready: Callable[[str, list[str]], None] | None = None,
+) -> NoReturn:
     """Become the job: run the bootstrap's steps in this process, then exec its `uv run`.
 
     The same code the job's first process runs, without starting one more interpreter; the
@@ -151,6 +134,8 @@ def exec_bootstrap(run: LocalRun, on_start: Callable[[LocalRun], None] | None = 
     if on_start:
         on_start(run)
     uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
+    if on_ready:
+        on_ready(uv, argv)
     os.chdir(workdir)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -37,7 +37,8 @@ class EnvSpec:
     uv_version: str
     script: bytes  # the shipped copy of the script
     lock: str  # the text of its uv lock
-    lock_origin: str  # "SCRIPT.lock" when the user's lock was used, else "fresh"
+    lock_origin: str  # "SCRIPT.lock" when the user's lock was used, else "cached" or "fresh"
+    lock_file: str | None = None  # where that lock text was read from or cached
 
     @property
     def digest(self) -> str:
@@ -213,16 +214,17 @@ def build_env(
                 hint=f"run `hfuv lock {source.path}` to refresh it",
             )
         return EnvSpec(python, interpreter, version, script, existing,
-                       lock_path(source.path).name)  # fmt: skip
+                       lock_path(source.path).name, str(lock_path(source.path)))  # fmt: skip
     cached = _cache_path("locks", source.name, script, python, version, existing or "")
     if not refresh:
         try:
-            return EnvSpec(python, interpreter, version, script, cached.read_text(), "cached")
+            return EnvSpec(python, interpreter, version, script, cached.read_text(), "cached",
+                           str(cached))  # fmt: skip
         except OSError:
             pass
     lock_text = lock_script(source.name, script, python, previous=existing)
     _remember(cached, lock_text)
-    return EnvSpec(python, interpreter, version, script, lock_text, "fresh")
+    return EnvSpec(python, interpreter, version, script, lock_text, "fresh", str(cached))
 
 
 def _cache_path(kind: str, *parts: str | bytes) -> Path:

@@ -1,0 +1,223 @@
+"""Replaying a prepared `hfuv run`: the warm path, without click, parsing or locking.
+
+When `hfuv run` prepares a job for a local script, it records the outcome: the JobSpec body
+(and, for `--local`, the argv and environment the bootstrap settled on). The record is keyed by
+everything that could change that outcome and that a file stat cannot see: the command line,
+the working directory, the environment, hfuv's version and interpreter. It lists every file that
+shaped the outcome (the script, its lock, env files, shipped files, the uv binary, the Python
+found, hfuv's own code) with its size, times and inode. The next `hfuv run` with the same key
+and all of those files unchanged replays the record: the same process, or the same request, as
+the full path would give, in a fraction of its start-up time. Anything else runs the full path,
+which writes a fresh record; `--refresh` always does.
+
+Records never hold secret values: a job with secrets, or a command line with `--token`, is not
+recorded. Records older than 30 days are pruned when a new one is written.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+import sys
+import time
+
+from hfuv import __version__
+from hfuv.cache import cache_root
+
+TYPE_CHECKING = False  # typing itself costs more to import than a replay takes
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+FORMAT = 1
+# Shell bookkeeping that changes between identical commands and that nothing in hfuv reads.
+VOLATILE = frozenset(("_", "OLDPWD", "SHLVL", "PWD"))
+JOB_TOKEN, WORKDIR_TOKEN = "\0job-id\0", "\0workdir\0"
+MAX_AGE_SECONDS = 30 * 86400
+
+
+def _sha256(data: bytes) -> str:
+    try:
+        from _sha2 import sha256  # Python 3.12+: avoids loading OpenSSL through hashlib
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
+def record_path(args: Sequence[str], environ: Mapping[str, str]) -> str:
+    """Where the record of `hfuv run ARGS` in this directory and environment lives."""
+    fields = [str(FORMAT), __version__, sys.executable, os.getcwd(), "", *args, ""]
+    for key in sorted(environ):
+        if key not in VOLATILE:
+            fields += [key, environ[key]]
+    blob = "".join(f"{len(field)}:{field}" for field in fields)
+    digest = _sha256(blob.encode("utf-8", "surrogateescape"))
+    return os.path.join(cache_root(), "prepared", digest[:32])
+
+
+def signature(path: str) -> tuple[int, ...] | None:
+    """What changes when the file at `path` changes; None when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+def code_files() -> list[str]:
+    """hfuv's own modules: a record made by other code than this is not replayed."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
+    return [package, *(os.path.join(package, name) for name in names)]
+
+
+def save(args: Sequence[str] | None, record: dict[str, Any], inputs: Sequence[str]) -> None:
+    """Record the outcome of `hfuv run ARGS`; never fails the run it records."""
+    if args is None:
+        return
+    signatures = []
+    for path in [*inputs, *code_files()]:
+        found = signature(path)
+        if found is not None and not (stat.S_ISREG(found[0]) or stat.S_ISDIR(found[0])):
+            return  # a pipe or a device (`--env-file <(…)`) reads differently every time
+        signatures.append((os.path.abspath(path), found))
+    target = record_path(args, os.environ)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = f"{target}.{os.getpid()}.tmp"
+        with open(partial, "wb") as out:
+            out.write(marshal.dumps({**record, "format": FORMAT, "inputs": signatures}))
+        os.replace(partial, target)
+        _prune(os.path.dirname(target))
+    except OSError:
+        pass  # a cache only saves time
+
+
+def _prune(folder: str) -> None:
+    cutoff = time.time() - MAX_AGE_SECONDS
+    for entry in os.scandir(folder):
+        try:
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def load(args: Sequence[str]) -> dict[str, Any] | None:
+    """The record of `hfuv run ARGS`, if there is one and nothing it depends on changed."""
+    try:
+        with open(record_path(args, os.environ), "rb") as source:
+            record = marshal.loads(source.read())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None
+    inputs = record.get("inputs") or ()
+    recorded = {path for path, _ in inputs}
+    if any(path not in recorded for path in code_files()):
+        return None
+    if any(signature(path) != found for path, found in inputs):
+        return None
+    return record
+
+
+def run_if_prepared(args: Sequence[str]) -> None:
+    """Replay `hfuv run ARGS` when a current record exists; else return and let the CLI run.
+
+    A local run becomes the job's process and does not return; a submission exits with hfuv's
+    exit code.
+    """
+    record = load(args)
+    if record is None:
+        return
+    if os.environ.get("HFUV_DEBUG") == "1":
+        sys.stderr.write(f"debug: replaying the prepared run {record_path(args, os.environ)}\n")
+    if record["mode"] == "local":
+        _exec_local(record)
+    else:
+        sys.exit(_submit(record))
+
+
+def _exec_local(record: dict[str, Any]) -> None:
+    from hfuv.jobenv import host_environment, new_job_id
+
+    job_id = new_job_id()
+    workdir = os.path.join(record["runs"], job_id)
+    try:
+        # The code dir holds this very bundle, unpacked and checked by an earlier bootstrap.
+        for name in record["files"]:
+            target = os.path.join(workdir, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(os.path.join(record["codedir"], name), "rb") as source:
+                content = source.read()
+            with open(target, "wb") as out:
+                out.write(content)
+    except OSError:
+        return  # the full path will say what is wrong
+    env = host_environment(os.environ)
+    for key in record["unset"]:
+        env.pop(key, None)
+    env.update(record["env"])
+    env.update({"JOB_ID": job_id, "HFUV_WORKDIR": workdir})
+    for line in record["stderr"]:
+        sys.stderr.write(line.replace(WORKDIR_TOKEN, workdir).replace(JOB_TOKEN, job_id) + "\n")
+    sys.stderr.flush()
+    os.chdir(workdir)
+    try:
+        os.execve(record["uv"], record["argv"], env)
+    except OSError as exc:
+        sys.stderr.write(f"error: could not start {record['uv']}: {exc.strerror}\n")
+        sys.exit(1)
+
+
+def _submit(record: dict[str, Any]) -> int:
+    from hfuv.errors import HfuvError, report
+    from hfuv.submission import submit
+
+    for line in record["stderr"]:
+        sys.stderr.write(line + "\n")
+    try:
+        return submit(record["body"], **record["submit"])
+    except HfuvError as exc:
+        return report(exc)
+
+
+def local_record(
+    *,
+    stderr: Sequence[str],
+    job_id: str,
+    workdir: str,
+    env: Mapping[str, str],
+    uv: str,
+    argv: Sequence[str],
+    files: Sequence[str],
+) -> dict[str, Any]:
+    """The record of a local run whose bootstrap chose `uv` and `argv`."""
+    from hfuv.jobenv import host_environment
+
+    host = host_environment(os.environ)
+    varying = ("JOB_ID", "HFUV_WORKDIR")
+    templates = [line.replace(workdir, WORKDIR_TOKEN) for line in stderr]
+    return {
+        "mode": "local",
+        "stderr": [line.replace(job_id, JOB_TOKEN) for line in templates],
+        "runs": os.path.dirname(workdir),
+        "codedir": env["HFUV_CODEDIR"],
+        "files": list(files),
+        "env": {k: v for k, v in env.items() if host.get(k) != v and k not in varying},
+        "unset": [k for k in host if k not in env],
+        "uv": uv,
+        "argv": list(argv),
+    }
+
+
+def args_of_this_run() -> list[str] | None:
+    """The arguments after `run` when this process is `hfuv run …` itself (not a test's
+    in-process call), else None."""
+    if sys.argv[1:2] != ["run"]:
+        return None
+    return sys.argv[2:]
