@@ -152,7 +152,8 @@ class Bench:
                 budget: float) -> None:  # fmt: skip
         mine = median_of(self.runs, self.wall(ours))
         theirs = median_of(self.runs, self.wall(rival))
-        self.record(name, mine, theirs, rival_name, "s", f"≤ {budget:g}×", mine <= budget * theirs)
+        ok = mine <= budget * theirs
+        self.record(name, mine, theirs, rival_name, "s", f"≤ {budget:.3g}×", ok)
 
     # --- the benchmarks ------------------------------------------------------------------
 
@@ -294,7 +295,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, log and load")
+    steps = ("startup", "submit", "local", "sweep", "logs", "server_load")
+    parser.add_argument("--only", metavar="STEP,…",
+                        help=f"run only these benchmarks ({', '.join(steps)})")  # fmt: skip
     options = parser.parse_args()
+    chosen = options.only.split(",") if options.only else list(steps)
+    unknown = sorted(set(chosen) - set(steps))
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(steps)}")
     ensure_official_client()
     compile_sources()
     bench = Bench(options.runs, options.quick)
@@ -302,9 +310,8 @@ def main() -> int:
           f"({platform.python_version()}, {os.cpu_count()} CPUs)", flush=True)  # fmt: skip
     try:
         bench.start_server()
-        for step in (bench.startup, bench.submit, bench.local, bench.sweep, bench.logs,
-                     bench.server_load):  # fmt: skip
-            step()
+        for step in chosen:
+            getattr(bench, step)()
             bench.settle()
     finally:
         bench.stop()

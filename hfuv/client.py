@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import httpx
-
 from hfuv import __version__
 from hfuv.auth import find_hf_token
 from hfuv.cache import cache_dir
 from hfuv.errors import HfuvError, UsageError
+from hfuv.lean_httpx import httpx
 from hfuv.retry import Backoff
 
 DEFAULT_ENDPOINT = "https://huggingface.co"

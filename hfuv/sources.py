@@ -153,7 +153,7 @@ def _host(url: str) -> str:
 
 class _Fetcher:
     def __init__(self, environ: Mapping[str, str], timeout: float) -> None:
-        import httpx
+        from hfuv.lean_httpx import httpx
 
         self.environ = environ
         self.timeout = timeout
@@ -236,7 +236,7 @@ class _Fetcher:
         headers: dict[str, str] | None = None,
         github: bool = False,
     ) -> bytes:
-        import httpx
+        from hfuv.lean_httpx import httpx
 
         request_headers = dict(headers or {})
         if token:
