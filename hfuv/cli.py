@@ -240,17 +240,15 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     elif local:
         run_here(job, replay_inputs(request, job, token))
     else:
+        from hfuv import replay, submission
+
+        options = submit_options(job.spec, job.inspection.config, endpoint, token,
+                                 detach=detach, submission_key=submission_key)  # fmt: skip
         inputs = replay_inputs(request, job, token)
         if inputs is not None:
-            from hfuv import replay
-
-            options = submit_options(job.spec, job.inspection.config, endpoint, token,
-                                     detach=detach, submission_key=submission_key)  # fmt: skip
-            record = {"mode": "remote", "stderr": warning_lines(job.warnings),
-                      "body": job.spec.body, "submit": options}  # fmt: skip
+            record = replay.remote_record(warning_lines(job.warnings), job.spec.body, options)
             replay.save(replay.args_of_this_run(), record, inputs)
-        submit(job.spec, job.inspection.config, endpoint, token, detach=detach,
-               submission_key=submission_key)  # fmt: skip
+        sys.exit(submission.submit(job.spec.body, **options))
 
 
 def replay_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:

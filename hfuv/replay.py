@@ -215,6 +215,13 @@ def local_record(
     }
 
 
+def remote_record(
+    stderr: Sequence[str], body: Mapping[str, Any], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The record of a submission: its body, and `hfuv.submission.submit`'s options."""
+    return {"mode": "remote", "stderr": list(stderr), "body": dict(body), "submit": dict(options)}
+
+
 def args_of_this_run() -> list[str] | None:
     """The arguments after `run` when this process is `hfuv run …` itself (not a test's
     in-process call), else None."""
