@@ -164,3 +164,32 @@ def test_quick_requirements_are_valid_pep508(text: str) -> None:
             Requirement(text)
         except InvalidRequirement as exc:  # pragma: no cover - the failure this test hunts
             raise AssertionError(f"{text!r} passed the fast path but is invalid") from exc
+
+
+events = st.lists(
+    st.dictionaries(st.sampled_from(["data", "timestamp", "x"]), st.text() | st.integers()),
+    max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_a_batch_of_log_events_decodes_as_each_line_would(batch: list[dict]) -> None:
+    import json
+
+    from hfuv.client import _events
+
+    lines = [b"data: " + json.dumps(event).encode() for event in batch]
+    assert _events(lines) == batch
+
+
+def test_a_bad_log_event_is_refused_even_in_a_batch() -> None:
+    import pytest
+
+    from hfuv.client import JobsApiError, _events
+
+    good = b'data: {"data": "a"}'
+    for bad in (b'data: {"data": "b"}, {"data": "c"}', b'data: {"data": "cut'):
+        with pytest.raises(JobsApiError) as caught:
+            _events([good, bad, good])
+        assert caught.value.status == 599
