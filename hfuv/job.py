@@ -119,7 +119,8 @@ def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
     from hfuv.uv import find_uv
 
     source_path = job.inspection.source.path
-    if source_path is None or job.env.lock_file is None:
+    read_from_stdin = "-" in (*request.options.env_files, *request.options.secrets_files)
+    if source_path is None or job.env.lock_file is None or read_from_stdin:
         return None
     paths = [str(source_path), str(lock.lock_path(source_path)), job.env.lock_file, find_uv()]
     paths += [*request.options.env_files, *request.options.secrets_files]

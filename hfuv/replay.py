@@ -79,14 +79,14 @@ def save(args: Sequence[str] | None, record: dict[str, Any], inputs: Sequence[st
     """Record the outcome of `hfuv run ARGS`; never fails the run it records."""
     if args is None:
         return
-    signatures = []
-    for path in [*inputs, *code_files()]:
-        found = signature(path)
-        if found is not None and not (stat.S_ISREG(found[0]) or stat.S_ISDIR(found[0])):
-            return  # a pipe or a device (`--env-file <(…)`) reads differently every time
-        signatures.append((os.path.abspath(path), found))
-    target = record_path(args, os.environ)
     try:
+        signatures = []
+        for path in [*inputs, *code_files()]:
+            found = signature(path)
+            if found is not None and not (stat.S_ISREG(found[0]) or stat.S_ISDIR(found[0])):
+                return  # a pipe or a device (`--env-file <(…)`) reads differently every time
+            signatures.append((os.path.abspath(path), found))
+        target = record_path(args, os.environ)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         partial = f"{target}.{os.getpid()}.tmp"
         with open(partial, "wb") as out:

@@ -103,6 +103,18 @@ def test_any_change_runs_the_full_path(tmp_path: Path) -> None:
     assert refreshed.code == 0 and REPLAYED not in refreshed.stderr
 
 
+def test_what_comes_from_stdin_is_read_every_time(tmp_path: Path) -> None:
+    script = write(tmp_path / "probe.py", PROBE)
+    for value in ("one", "two"):
+        result = hfuv("run", str(script), "--local", "--env-file", "-", env=DEBUG,
+                      input=f"APP_MODE={value}\n")  # fmt: skip
+        assert probe(result)["env"]["APP_MODE"] == value
+        assert REPLAYED not in result.stderr
+    piped = hfuv("run", "-", "--local", env=DEBUG, input="print('from stdin')\n")
+    again = hfuv("run", "-", "--local", env=DEBUG, input="print('changed')\n")
+    assert (piped.stdout, again.stdout) == ("from stdin\n", "changed\n")
+
+
 def test_a_replayed_submission_sends_the_same_request(server: ServerProcess, tmp_path: Path):
     script = write(tmp_path / "demo.py", DEMO_SCRIPT)
     env = {**server.env(), **DEBUG}
