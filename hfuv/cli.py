@@ -361,7 +361,7 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
 def run_here(job: Any, replay_inputs: list[str] | None) -> None:
     """Become the job; first record it for replay when `replay_inputs` says what it reads."""
     from hfuv import local
-    from hfuv.uv import with_python_visible
+    from hfuv.uv import pyenv_versions, with_python_visible
 
     python = local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
     prepared = local.prepare(job.spec, environ=os.environ)
@@ -376,12 +376,14 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
 
         codedir = prepared.env["HFUV_CODEDIR"]
         shipped = [codedir, *(os.path.join(codedir, name) for name in job.spec.files)]
+        pythons = str(pyenv_versions(os.environ))  # a new pyenv Python can change PATH
         entry = replay.local_record(
             stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
             workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
             files=job.spec.files,
         )  # fmt: skip
-        replay.save(replay.args_of_this_run(), entry, [*replay_inputs, python, uv, *shipped])
+        replay.save(replay.args_of_this_run(), entry,
+                    [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
 
     local.exec_bootstrap(prepared, on_start=lambda _: status(announcement),
                          on_ready=record if replay_inputs is not None else None)  # fmt: skip

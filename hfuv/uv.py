@@ -89,6 +89,12 @@ def summarize_errors(stderr: str) -> str:
     return " ".join(lines[-3:]) or "no output"
 
 
+def pyenv_versions(environ: Mapping[str, str]) -> Path:
+    """Where pyenv keeps its Pythons (which may not exist)."""
+    root = environ.get("PYENV_ROOT") or Path(environ.get("HOME", "~")).expanduser() / ".pyenv"
+    return Path(root) / "versions"
+
+
 def with_python_visible(environ: Mapping[str, str], python: str) -> dict[str, str]:
     """`environ`, with pyenv's Python `python` (X.Y) put on PATH when pyenv hides it.
 
@@ -97,8 +103,7 @@ def with_python_visible(environ: Mapping[str, str], python: str) -> dict[str, st
     first on PATH lets uv find it, as `pyenv shell` would.
     """
     env = dict(environ)
-    root = Path(env.get("PYENV_ROOT") or Path(env.get("HOME", "~")).expanduser() / ".pyenv")
-    versions = root / "versions"
+    versions = pyenv_versions(env)
     if not versions.is_dir():
         return env
     selected = env.get("PYENV_VERSION", "")
