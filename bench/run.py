@@ -10,6 +10,7 @@ printed and written to bench/results/latest.json. Budgets come from shared/DESIG
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -41,12 +42,17 @@ def compile_sources() -> None:
     compileall.compile_dir(str(ROOT / "hfuv"), quiet=1)
 
 
-def ensure_official_client() -> None:
-    try:
-        import huggingface_hub  # noqa: F401
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "huggingface_hub==2.4.0"],
-                       check=True)  # fmt: skip
+def ensure_installed() -> None:
+    """hfuv with its server, and the official client, in this interpreter's environment."""
+    missing = []
+    if not (BIN / "hfuv").exists() or importlib.util.find_spec("uvicorn") is None:
+        missing.append(f"{ROOT}[server]")
+    if importlib.util.find_spec("huggingface_hub") is None:
+        missing.append("huggingface_hub==2.4.0")
+    if missing:
+        print(f"installing {', '.join(missing)}", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+        importlib.invalidate_caches()
 
 
 def free_port() -> int:
@@ -312,7 +318,7 @@ def main() -> int:
     unknown = sorted(set(chosen) - set(steps))
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(steps)}")
-    ensure_official_client()
+    ensure_installed()
     compile_sources()
     bench = Bench(options.runs, options.quick)
     print(f"hfuv benchmarks: median of {options.runs} runs after a warm-up "
