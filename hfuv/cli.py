@@ -1024,19 +1024,41 @@ webhook_verb("delete", "Delete a webhook.")
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("jobs", nargs=-1)
+@click.option("-f", "--follow", is_flag=True, help="Keep the table live until the jobs end.")
 @namespace_option
 @api_options
-def stats(job: str, namespace: str | None, endpoint: str | None, token: str | None) -> None:
-    """Show a running job's CPU, memory and network use (one sample)."""
-    from hfuv.display import metrics_row
+def stats(jobs: tuple[str, ...], follow: bool, namespace: str | None, endpoint: str | None,
+          token: str | None) -> None:  # fmt: skip
+    """CPU, memory, network and GPU use of JOBS (default: every running job)."""
+    from hfuv import stats as job_stats
 
     with make_client(endpoint, token) as client:
-        ns, job_id = job_ref(client, job, namespace)
-        for sample in client.metrics(ns, job_id):
-            click.echo(metrics_row(job_id, sample))
+        refs = [job_ref(client, job, namespace) for job in jobs]
+        if not refs:
+            ns = client.namespace(namespace)
+            refs = [(ns, job["id"]) for job in client.list_jobs(ns, stages=("RUNNING",))]
+        if not refs:
+            status("no running jobs")
             return
-    status(f"no metrics for {ns}/{job_id}")
+        if len({ns for ns, _ in refs}) > 1:
+            from hfuv.errors import UsageError
+
+            raise UsageError("these jobs are in different namespaces; ask for one at a time")
+        ns, ids = refs[0][0], [job_id for _, job_id in refs]
+        if not follow:
+            samples = job_stats.snapshot(client, ns, ids)
+            for job_id in ids:
+                if job_id not in samples:
+                    status(f"job {ns}/{job_id} is not running")
+            if samples:
+                click.echo(job_stats.stats_table(samples))
+            sys.exit(0 if samples else 1)
+        try:
+            job_stats.follow(client, ns, ids, live=sys.stdout.isatty(), out=sys.stdout,
+                             status=status)  # fmt: skip
+        except KeyboardInterrupt:
+            sys.exit(130)
 
 
 @cli.command()

@@ -110,17 +110,6 @@ def catalog_as_api(flavors: list[Flavor]) -> list[dict[str, Any]]:
     return items
 
 
-def metrics_row(job_id: str, sample: dict[str, Any]) -> str:
-    used = sample.get("memory_used_bytes", 0)
-    total = sample.get("memory_total_bytes", 0) or 1
-    return table(
-        ["JOB ID", "CPU %", "MEM %", "MEM USAGE", "NET I/O"],
-        [[job_id, f"{sample.get('cpu_usage_pct', 0)}%", f"{100 * used / total:.2f}%",
-          f"{used / 1e6:.1f}MB / {total / 1e9:.1f}GB",
-          f"{sample.get('rx_bps', 0)}bps / {sample.get('tx_bps', 0)}bps"]],
-    )  # fmt: skip
-
-
 def schedules_table(items: list[dict[str, Any]]) -> str:
     def utc(iso: str | None) -> str:
         return iso[:16].replace("T", " ") + " UTC" if iso else "-"

@@ -276,13 +276,47 @@ def test_hardware_from_the_api(server: ServerProcess) -> None:
     assert "h200x8" in offline.stdout
 
 
-def test_stats_of_a_running_job(server: ServerProcess, tmp_path: Path) -> None:
+def test_stats_of_running_jobs(server: ServerProcess, tmp_path: Path) -> None:
     job_id = detach(server, write(tmp_path / "sleep.py", SLEEPER))
     wait_stage(server, job_id, {"RUNNING"})
-    result = hfuv("stats", job_id, env=server.env())
-    assert result.code == 0, result.stderr
-    assert result.stdout.startswith("JOB ID") and job_id in result.stdout
+    for args in ((job_id,), (f"me/{job_id}",), ()):  # no JOB: every running job
+        result = hfuv("stats", *args, env=server.env())
+        assert result.code == 0, result.stderr
+        header, row = result.stdout.splitlines()
+        assert header.split("  ")[0] == "JOB ID" and "GPU MEM USAGE" in header
+        assert row.startswith(job_id) and row.endswith("N/A")
     hfuv("cancel", job_id, env=server.env())
+    wait_stage(server, job_id, {"CANCELED"})
+    ended = hfuv("stats", job_id, env=server.env())
+    assert ended.code == 1 and f"job me/{job_id} is not running" in ended.stderr
+    assert hfuv("stats", env=server.env()).stderr == "no running jobs\n"
+
+
+def test_stats_follow_until_the_job_ends(server: ServerProcess, tmp_path: Path) -> None:
+    job_id = detach(server, write(tmp_path / "nap.py", "import time\ntime.sleep(4)\n"))
+    wait_stage(server, job_id, {"RUNNING"})
+    result = hfuv("stats", "-f", job_id, env=server.env(), timeout=60)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("JOB ID") and len(lines) >= 2, result.stdout
+    assert all(line.startswith(job_id) for line in lines[1:])  # piped: a row a second, no redraw
+    assert f"job me/{job_id} ended: COMPLETED" in result.stderr
+
+
+def test_stats_rows_as_the_official_cli_shows_them() -> None:
+    from hfuv.stats import rows_of
+
+    event = {"cpu_usage_pct": 12.5, "cpu_millicores": 3500, "memory_used_bytes": 1417216,
+             "memory_total_bytes": 15032385536, "rx_bps": 2048, "tx_bps": 0,
+             "gpus": {"b": {"utilization": 80, "memory_used_bytes": 11418000000,
+                            "memory_total_bytes": 22836000000},
+                      "a": {"utilization": 0, "memory_used_bytes": 0,
+                            "memory_total_bytes": 22836000000}}, "replica": "x"}  # fmt: skip
+    assert rows_of("j1", event) == [
+        ["j1", "12.5%", "3.5", "0.01%", "1.4MB / 15.0GB", "2.0kbps / 0bps", "0%", "0.00%",
+         "0B / 22.8GB"],
+        ["", "", "", "", "", "", "80%", "50.00%", "11.4GB / 22.8GB"],
+    ]  # fmt: skip
 
 
 def test_deps_example_from_pypi_through_the_server(
