@@ -208,6 +208,9 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
         **params: Any) -> None:  # fmt: skip
     """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
 
+    SCRIPT may also be a command, run in a locked environment of the --with dependencies:
+    `hfuv run --with lighteval lighteval tasks list`.
+
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
     and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`). A script option whose name
     hfuv also uses (--name, --timeout, -e, …) must come after `--`.
@@ -481,6 +484,7 @@ def print_check(report: dict[str, Any], config: Any) -> None:
         "current": "lock file up to date",
         "stale": "lock file OUT OF DATE",
         "remote": "remote script; locked when the job is prepared",
+        "command": "a command: its --with dependencies are locked when the job is prepared",
         "unknown": "not checked (no Python to lock for)",
     }[report["lock"]]
     row("lock", lock_text)

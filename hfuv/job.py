@@ -103,11 +103,12 @@ def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None
         with_deps=request.with_deps,
         refresh=request.refresh,
     )
+    command = inspection.source.command
     spec = payload.build_job_spec(
         source=inspection.source,
         env_spec=env_spec,
         config=inspection.config,
-        args=request.args,
+        args=(command, *request.args) if command else request.args,
         extra_files=payload.collect_extra_files(request.files),
     )
     return PreparedJob(inspection, env_spec, spec)
@@ -133,8 +134,11 @@ def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
 
 
 def lock_status(inspection: Inspection) -> str:
-    """`none`, `current`, `stale` or `remote` for the SCRIPT.lock beside a local script."""
+    """`none`, `current`, `stale`, `remote` or `command` for the SCRIPT.lock beside a local
+    script."""
     source = inspection.source
+    if source.command:
+        return "command"
     if source.path is None:
         return "remote"
     if inspection.python is None:
@@ -153,7 +157,8 @@ def write_lock(
     request: ScriptRequest, environ: Mapping[str, str] | None = None
 ) -> tuple[str, bool]:
     """`hfuv lock`: write or refresh SCRIPT.lock beside a local script. → (path, changed)."""
-    if request.script == "-" or re.match(r"https?://", request.script):
+    script = request.script
+    if script == "-" or re.match(r"https?://", script) or sources.is_command(script):
         raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
     inspection = inspect_script(request, environ)
     source = inspection.source

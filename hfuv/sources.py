@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +40,36 @@ class ScriptSource:
     sha256: str
     path: Path | None = None  # set for local files (their lock may sit beside them)
     revision: str | None = None  # gist revision, when known
+    command: str | None = None  # `hfuv run COMMAND`: the shipped script only runs it
+
+
+# What ships for `hfuv run --with ruff ruff check`: a script with no dependencies of its own
+# (the --with ones are folded in and locked like any script's) that becomes the command, found
+# on the PATH that `uv run` gives the locked environment.
+COMMAND_SCRIPT = """\
+\"\"\"Runs the command `hfuv run` was given, inside this script's locked environment.\"\"\"
+import os
+import sys
+
+try:
+    os.execvp(sys.argv[1], sys.argv[1:])
+except FileNotFoundError:
+    sys.stderr.write(f"hfuv: {sys.argv[1]}: command not found in the job's environment\\n")
+    sys.exit(127)
+"""
+
+
+def is_command(script: str) -> bool:
+    """SCRIPT is a command (`ruff`, `python`) when it is a bare name that is neither a file
+    here, a URL, `-`, nor a `.py` name (a missing script stays an error)."""
+    return (
+        bool(script)
+        and script != "-"
+        and "/" not in script
+        and os.sep not in script
+        and not script.endswith(".py")
+        and not os.path.exists(script)
+    )
 
 
 def load(
@@ -60,6 +90,9 @@ def load(
     if script == "-":
         content = sys.stdin.buffer.read()
         return _checked(_make(content, "script.py", "<stdin>"), sha256)
+    if is_command(script):
+        source = _make(COMMAND_SCRIPT.encode(), f"run-{script}.py", f"command {script}")
+        return replace(source, command=script)
     if not re.match(r"https?://", script):
         return _checked(_load_path(script), sha256)
     if cache is not None and sha256 is not None:

@@ -189,3 +189,39 @@ def test_interpreter_path_in_the_image_is_replaced_by_x_y_locally(tmp_path: Path
     assert local.code == 0, local.stderr
     assert local.stdout == "3.12\n"
     assert "a local run uses Python 3.12" in local.stderr
+
+
+PRINT_A = "import hfuv_demo_a, sys; print(hfuv_demo_a.VALUE, sys.argv[1:])"
+
+
+def test_a_command_runs_in_a_locked_environment_of_its_with_dependencies() -> None:
+    newest = hfuv("run", "--with", "hfuv-demo-a", "python", "--local", "--", "-c", PRINT_A, "x")
+    assert newest.code == 0, newest.stderr
+    assert newest.stdout == "a-1.1.0 ['x']\n"
+    pinned = hfuv("run", "--with", "hfuv-demo-a==1.0.0", "python", "--local", "--", "-c", PRINT_A)
+    assert pinned.stdout == "a-1.0.0 []\n", pinned.stderr
+
+
+def test_a_command_job_ships_a_script_that_runs_it() -> None:
+    from hfuv.payload import read_bundle
+
+    dry = hfuv("run", "--with", "hfuv-demo-a", "python", "--dry-run", "--json", "--", "-V")
+    assert dry.code == 0, dry.stderr
+    body = dry.json()["body"]
+    assert body["command"][3:] == ["python", "-V"]
+    assert body["labels"]["name"].startswith("run-python-")
+    files = read_bundle(body["environment"])
+    assert sorted(files) == ["run-python.py", "run-python.py.lock"]
+    shipped = files["run-python.py"].decode()
+    assert '# dependencies = ["hfuv-demo-a"]' in shipped and "os.execvp" in shipped
+
+
+def test_an_unknown_command_or_a_missing_script(tmp_path: Path) -> None:
+    unknown = hfuv("run", "no-such-tool", "--local", "--", "a")
+    assert unknown.code == 127
+    assert "hfuv: no-such-tool: command not found in the job's environment" in unknown.stderr
+    for missing in ("missing.py", "sub/missing", str(tmp_path / "missing")):
+        result = hfuv("run", missing, "--local")
+        assert result.code == 2 and f"error: script not found: {missing}" in result.stderr
+    refused = hfuv("lock", "python")
+    assert refused.code == 2 and "beside a local script" in refused.stderr

@@ -92,6 +92,16 @@ def test_deps_example_through_the_server(server: ServerProcess, tmp_path: Path) 
     assert "a-1.1.0 b-2.0.0 3.12\n" in result.stdout
 
 
+def test_a_command_runs_the_same_through_the_server(server: ServerProcess) -> None:
+    code = "import hfuv_demo_a, sys; print(hfuv_demo_a.VALUE, sys.argv[1:])"
+    argv = ("run", "--with", "hfuv-demo-a==1.0.0", "python", "--", "-c", code, "a b")
+    local = hfuv(*argv[:4], "--local", *argv[4:])
+    remote = hfuv(*argv, env=server.env())
+    assert local.code == remote.code == 0, local.stderr + remote.stderr
+    assert local.stdout == "a-1.0.0 ['a b']\n"
+    assert remote.stdout.endswith(local.stdout)  # the job's log may start with uv's own lines
+
+
 def test_local_and_server_runs_print_the_same(server: ServerProcess) -> None:
     args = ("--", "x", "y z")
     local = hfuv("run", str(EXAMPLES / "show_args.py"), "--local", *args)
