@@ -13,9 +13,24 @@ def main() -> None:
         from hfuv.cli import main as cli_main
 
         cli_main()
-        code = 0
+        code: object = 0
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # one line; the traceback only when asked
+        if os.environ.get("HFUV_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(exc, OSError) and exc.strerror:
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"{exc.strerror}{where} (hint: check that path and its permissions)"
+        else:
+            message = (f"unexpected {type(exc).__name__}: {exc} (hint: this is a bug in hfuv; "
+                       "run again with HFUV_DEBUG=1 and report the traceback)")  # fmt: skip
+        sys.stderr.write(f"error: {message}\n")
+        code = 1
     exit_now(code)
 
 

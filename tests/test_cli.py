@@ -169,3 +169,13 @@ def test_exec_takes_its_image_as_an_argument() -> None:
     ok = hfuv("exec", "--dry-run", "python:3.12", "--", "python", "-c", "print(1)")
     assert ok.code == 0 and ok.json()["body"]["dockerImage"] == "python:3.12"
     assert ok.json()["body"]["command"] == ["python", "-c", "print(1)"]
+
+
+def test_an_unwritable_cache_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    blocker = write(tmp_path / "file", "not a directory\n")
+    result = hfuv("run", str(EXAMPLES / "hello.py"), "--local",
+                  env={"HFUV_CACHE_DIR": str(blocker / "cache")})  # fmt: skip
+    assert one_error_line(result, 1).startswith("error: Not a directory: ")
+    debug = hfuv("run", str(EXAMPLES / "hello.py"), "--local",
+                 env={"HFUV_CACHE_DIR": str(blocker / "cache"), "HFUV_DEBUG": "1"})  # fmt: skip
+    assert "Traceback" in debug.stderr and debug.code == 1
