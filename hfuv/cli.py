@@ -516,7 +516,10 @@ def lock_command(script: str, python: str | None, check_only: bool) -> None:
 @api_options
 def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
     """List the hardware flavors with their specs and price per hour."""
+    from contextlib import suppress
+
     from hfuv.client import JobsClient
+    from hfuv.costs import remember_hardware
     from hfuv.display import catalog_as_api, hardware_table
     from hfuv.errors import HfuvError
     from hfuv.flavors import CATALOG
@@ -524,6 +527,8 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
     try:
         with JobsClient(endpoint=endpoint, token=token) as client:
             items = client.hardware(patient=False)
+        with suppress(KeyError, TypeError, ValueError):  # teaches hfuv flavors newer than it
+            remember_hardware(client.endpoint, items)
     except HfuvError as exc:
         status(f"note: using the built-in catalog ({exc.message})")
         items = catalog_as_api(list(CATALOG.values()))

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 from hfuv.cache import cache_dir
 from hfuv.errors import HfuvError
-from hfuv.flavors import CATALOG, format_duration
+from hfuv.flavors import CATALOG, format_duration, get_flavor
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hfuv.client import JobsClient
 
 CACHE_SECONDS = 24 * 3600
@@ -48,25 +50,35 @@ class Estimate:
 
 def hourly_prices(client: JobsClient) -> tuple[dict[str, float], str]:
     """Flavor → USD/hour from the endpoint (cached), else from the built-in catalog."""
-    key = hashlib.sha256(client.endpoint.encode()).hexdigest()[:16]
-    path = cache_dir() / "hardware" / f"{key}.json"
     try:
-        cached = json.loads(path.read_text())
+        cached = json.loads(_cache_path(client.endpoint).read_text())
         if time.time() - cached["at"] < CACHE_SECONDS:
             return cached["prices"], "endpoint"
     except (OSError, ValueError, KeyError):
         pass
     try:
         items = client.hardware(patient=False)
-        prices = {item["name"]: float(item["unitCostUSD"]) * 60 for item in items}
+        prices = remember_hardware(client.endpoint, items)
     except (HfuvError, KeyError, TypeError, ValueError):
         return {name: f.usd_per_hour for name, f in CATALOG.items()}, "built-in catalog"
+    return prices, "endpoint"
+
+
+def remember_hardware(endpoint: str, items: list[dict]) -> dict[str, float]:
+    """Cache an endpoint's hardware list (its prices, and flavors newer than hfuv's catalog);
+    → flavor → USD/hour. Raises KeyError/TypeError/ValueError on a list of another shape."""
+    prices = {item["name"]: float(item["unitCostUSD"]) * 60 for item in items}
+    path = _cache_path(endpoint)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"at": time.time(), "prices": prices}))
+        path.write_text(json.dumps({"at": time.time(), "prices": prices, "hardware": items}))
     except OSError:
         pass
-    return prices, "endpoint"
+    return prices
+
+
+def _cache_path(endpoint: str) -> Path:
+    return cache_dir() / "hardware" / f"{hashlib.sha256(endpoint.encode()).hexdigest()[:16]}.json"
 
 
 def estimate(
@@ -79,7 +91,7 @@ def estimate(
     )
     price = prices.get(flavor)
     if price is None:
-        price, source = CATALOG[flavor].usd_per_hour, "built-in catalog"
+        price, source = get_flavor(flavor).usd_per_hour, "built-in catalog"
     return Estimate(flavor, price, timeout_seconds, jobs, source)
 
 

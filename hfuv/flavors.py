@@ -112,13 +112,67 @@ CATALOG: dict[str, Flavor] = {
 
 
 def get_flavor(name: str, *, origin: str = "--flavor") -> Flavor:
-    """Return the catalog entry for `name`, or fail with the closest valid names."""
+    """The flavor called `name`: built in, or listed by an endpoint hfuv has asked (so a flavor
+    added after this release works once `hfuv hardware` or a submission has seen it); else fail
+    with the closest names."""
     flavor = CATALOG.get(name)
     if flavor is not None:
         return flavor
-    close = difflib.get_close_matches(name, CATALOG, n=3, cutoff=0.5)
+    learned = endpoint_flavors()
+    if name in learned:
+        return learned[name]
+    close = difflib.get_close_matches(name, [*CATALOG, *learned], n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "run `hfuv hardware` for the list"
     raise ConfigError(f"unknown flavor {name!r} (from {origin})", hint=hint)
+
+
+def endpoint_flavors() -> dict[str, Flavor]:
+    """Flavors from the hardware lists of the endpoints hfuv has asked (cached by `costs`)."""
+    import json
+
+    from hfuv.cache import cache_dir
+
+    found: dict[str, Flavor] = {}
+    folder = cache_dir() / "hardware"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            items = json.loads(path.read_text()).get("hardware") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for item in items:
+            flavor = flavor_from_api(item)
+            if flavor is not None:
+                found.setdefault(flavor.name, flavor)
+    return found
+
+
+def flavor_from_api(item: object) -> Flavor | None:
+    """A `GET /api/jobs/hardware` item as a Flavor; None when it does not have that shape."""
+    try:
+        assert isinstance(item, dict)
+        accelerator = item.get("accelerator") or {}
+        return Flavor(
+            name=str(item["name"]),
+            pretty_name=str(item.get("prettyName") or item["name"]),
+            cpu_cores=_leading_int(item.get("cpu")),
+            ram_gb=_leading_int(item.get("ram")),
+            disk_gb=_leading_int(item.get("ephemeralStorage")),
+            usd_per_hour=round(float(item["unitCostUSD"]) * 60, 4),
+            gpu_model=str(accelerator.get("model") or ""),
+            gpu_count=_leading_int(accelerator.get("quantity")),
+            vram_gb=_leading_int(accelerator.get("vram")),
+        )
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _leading_int(text: object) -> int:
+    """`"8 vCPU"` → 8, `"46 GB"` → 46, `2` → 2; 0 when absent or not a number."""
+    words = str(text or "").split()
+    try:
+        return int(float(words[0])) if words else 0
+    except ValueError:
+        return 0
 
 
 def format_duration(seconds: int) -> str:

@@ -59,3 +59,34 @@ def test_max_cost_from_the_script_table(tmp_path) -> None:
         host.close()
     assert result.code == 1
     assert "over the max cost of $5.00 ([tool.hfuv])" in result.stderr
+
+
+def test_a_flavor_newer_than_the_catalog_works_once_the_endpoint_listed_it() -> None:
+    from hfuv.display import catalog_as_api
+    from hfuv.flavors import CATALOG
+
+    newer = {"name": "b300x1", "prettyName": "Nvidia B300", "cpu": "30 vCPU", "ram": "275 GB",
+             "ephemeralStorage": "1000 GB", "unitCostUSD": 0.1, "unitCostMicroUSD": 100000,
+             "unitLabel": "minute", "accelerator": {"type": "gpu", "model": "B300",
+                                                    "quantity": "1", "vram": "288 GB"}}  # fmt: skip
+    host = FakeHost()
+    host.routes["GET /api/jobs/hardware"] = Reply.json(
+        [*catalog_as_api(list(CATALOG.values())), newer]
+    )
+    env = {"HF_ENDPOINT": host.url, "HF_TOKEN": "t"}
+    script = str(EXAMPLES / "show_args.py")
+    try:
+        before = hfuv("run", script, "--flavor", "b300x1", "--dry-run", env=env)
+        assert before.code == 2 and "unknown flavor 'b300x1'" in before.stderr
+        listed = hfuv("hardware", env=env)
+        assert listed.code == 0 and "b300x1" in listed.stdout
+        dry = hfuv("run", script, "--flavor", "b300x1", "--dry-run", "--json", env=env)
+        assert dry.code == 0, dry.stderr
+        assert dry.json()["body"]["flavor"] == "b300x1"
+        assert dry.json()["estimate"]["usd_per_hour"] == 6.0
+        local = hfuv("run", script, "--flavor", "b300x1", "--local", env=env)
+        assert local.code == 0, local.stderr
+        assert "env: ACCELERATOR=b300x1" in local.stdout and "env: CPU_CORES=30" in local.stdout
+        assert "env: MEMORY=275Gi" in local.stdout
+    finally:
+        host.close()
