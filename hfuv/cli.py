@@ -694,7 +694,7 @@ def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespac
     from hfuv.display import table
     from hfuv.errors import UsageError
     from hfuv.plan import parse_timeout
-    from hfuv.remote import wait_for_end
+    from hfuv.remote import Progress, wait_for_end
 
     if bool(jobs) == bool(sweep):
         raise UsageError("give job ids, or --sweep ID")
@@ -712,7 +712,7 @@ def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespac
         for ref in jobs:
             ns, job_id = job_ref(client, ref, namespace)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            info = wait_for_end(client, ns, job_id, timeout=left)
+            info = wait_for_end(client, ns, job_id, timeout=left, progress=Progress())
             if info is None:
                 status(f"timed out waiting for {ns}/{job_id}")
                 sys.exit(1)

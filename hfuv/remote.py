@@ -17,6 +17,34 @@ from hfuv.client import (
 from hfuv.errors import UsageError
 
 JOB_STARTED = "===== Job started"
+QUIET_SECONDS = 2.0  # a wait shorter than this shows no progress
+
+
+class Progress:
+    """One status line on stderr, redrawn in place on a terminal; nothing when piped."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.started = time.monotonic()
+        self.shown = False
+
+    def show(self, text: str) -> None:
+        if self.live:
+            self.stream.write(f"\r\x1b[2K{text} ({_clock(time.monotonic() - self.started)})")
+            self.stream.flush()
+            self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def wait_for_end(
@@ -26,16 +54,47 @@ def wait_for_end(
     *,
     timeout: float | None = None,
     poll: float = 1.0,
+    progress: Progress | None = None,
 ) -> dict[str, Any] | None:
     """The job once it is terminal; None if `timeout` seconds pass first."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        job = client.get_job(namespace, job_id)
-        if job["status"]["stage"] in TERMINAL_STAGES:
-            return job
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
-        time.sleep(poll)
+    try:
+        while True:
+            job = client.get_job(namespace, job_id)
+            if job["status"]["stage"] in TERMINAL_STAGES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if progress:
+                progress.show(f"waiting for {namespace}/{job_id}: {job['status']['stage']}")
+            time.sleep(poll)
+    finally:
+        if progress:
+            progress.clear()
+
+
+def wait_until_started(
+    client: JobsClient, namespace: str, job_id: str, *, status: Callable[[str], None]
+) -> None:
+    """While the job waits for hardware, say so (with the time waited, on a terminal).
+
+    Quiet for the first seconds: most jobs leave SCHEDULING in that time.
+    """
+    progress = Progress()
+    said = False
+    try:
+        while True:
+            job = client.get_job(namespace, job_id)
+            if job["status"]["stage"] != "SCHEDULING":
+                return
+            if time.monotonic() - progress.started >= QUIET_SECONDS:
+                if not progress.live and not said:  # once, when piped
+                    status(f"job {namespace}/{job_id} is waiting for {job.get('flavor')} hardware")
+                    said = True
+                progress.show(f"waiting for {job.get('flavor')} hardware")
+            time.sleep(0.5)
+    finally:
+        progress.clear()
 
 
 def print_logs(
@@ -69,6 +128,7 @@ def follow_to_end(
     status: Callable[[str], None],
 ) -> int:
     """Stream the job's logs, wait for its end, and return the exit code it stands for."""
+    wait_until_started(client, namespace, job_id, status=status)
     print_logs(client, namespace, job_id, follow=True)
     job = wait_for_end(client, namespace, job_id)
     assert job is not None
@@ -82,8 +142,7 @@ def follow_to_end(
 
 def _duration(job: dict[str, Any]) -> str:
     durations = job.get("durations") or {}
-    seconds = durations.get("runningSecs") or durations.get("totalSecs") or 0
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return _clock(durations.get("runningSecs") or durations.get("totalSecs") or 0)
 
 
 def _track_last_lines(client: JobsClient, namespace: str, job_id: str,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -252,6 +253,57 @@ def test_max_parallel_keeps_the_rest_scheduling(tmp_path: Path) -> None:
         assert api(server, f"/api/jobs/me/{second}")[1]["status"]["stage"] == "SCHEDULING"
         hfuv("cancel", first, env=server.env())
         wait_stage(server, second, {"COMPLETED"})
+    finally:
+        server.stop()
+
+
+def with_terminal_stderr(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple:
+    """Run the CLI with stderr on a pseudo-terminal (as a user at a shell): (code, out, err)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hfuv", *args], env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the child side is closed (Linux)
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    out, _ = process.communicate(timeout=timeout)
+    reader.join(timeout=5)
+    os.close(master)
+    return process.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_waits_show_progress_on_a_terminal_and_one_line_when_piped(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--max-parallel", "1").start()
+    try:
+        blocker = detach(server, write(tmp_path / "sleep.py", SLEEPER))
+        wait_stage(server, blocker, {"RUNNING"})
+        threading.Timer(5.0, lambda: hfuv("cancel", blocker, env=server.env())).start()
+        code, _, waited = with_terminal_stderr(["wait", blocker], server.env())
+        assert code == 1  # it was canceled
+        assert f"\r\x1b[2Kwaiting for me/{blocker}: RUNNING (" in waited
+
+        blocker = detach(server, write(tmp_path / "sleep2.py", SLEEPER))
+        wait_stage(server, blocker, {"RUNNING"})
+        threading.Timer(5.0, lambda: hfuv("cancel", blocker, env=server.env())).start()
+        piped = hfuv("run", str(EXAMPLES / "hello.py"), env=server.env())
+        assert piped.code == 0, piped.stderr
+        assert piped.stderr.count("is waiting for cpu-basic hardware") == 1
+        assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+        assert piped.stdout.startswith("Hello from job ")
     finally:
         server.stop()
 
