@@ -1,0 +1,1 @@
+"""The `hfuv` commands, by theme; `hfuv.cli` holds the group and what they share."""

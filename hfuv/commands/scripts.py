@@ -1,0 +1,398 @@
+"""`hfuv run`, `exec`, `check` and `lock`: from a script or an image to a job."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from hfuv.cli import (
+    RUN_CONTEXT,
+    api_options,
+    build_request,
+    cli,
+    cli_options,
+    make_client,
+    max_cost_origin,
+    script_options,
+    status,
+    submission_key_option,
+    submit,
+    submit_options,
+    warn,
+    warning_lines,
+)
+
+
+@cli.command(context_settings=RUN_CONTEXT)
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@script_options
+@click.option("--file", "files", multiple=True, metavar="PATH", help="Ship a file or directory.")
+@click.option("--refresh", is_flag=True, help="Resolve the lock again, not from hfuv's cache.")
+@click.option("--local", is_flag=True, help="Run the job on this machine.")
+@click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
+@click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@click.option(
+    "--matrix",
+    multiple=True,
+    metavar="K=V1,V2",
+    help="Sweep: one job per combination; {K} in arguments and env is filled in.",
+)
+@click.option("--matrix-file", metavar="FILE", help="Sweep: one JSON object per line and job.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Sweep: submissions in flight at once.",
+)
+@submission_key_option
+@api_options
+def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json: bool,
+        detach: bool, matrix: tuple[str, ...], matrix_file: str | None, parallel: int,
+        submission_key: str | None, endpoint: str | None, token: str | None,
+        **params: Any) -> None:  # fmt: skip
+    """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
+
+    SCRIPT may also be a command, run in a locked environment of the --with dependencies:
+    `hfuv run --with lighteval lighteval tasks list`.
+
+    Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
+    and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`). A script option whose name
+    hfuv also uses (--name, --timeout, -e, …) must come after `--`.
+    """
+    from hfuv.errors import UsageError
+
+    if local and dry_run:
+        raise UsageError("--local and --dry-run are exclusive", hint="pick one")
+    if as_json and not dry_run:
+        raise UsageError("--json goes with --dry-run")
+    if detach and (local or dry_run):
+        raise UsageError("--detach goes with a remote run, not --local or --dry-run")
+    from hfuv.job import prepare_job
+
+    points = None
+    if matrix or matrix_file:
+        from hfuv.sweep import parse_grid
+
+        if local:
+            raise UsageError("a sweep runs as jobs", hint="list its jobs here with --dry-run")
+        points = parse_grid(matrix, matrix_file)
+    request = build_request(script, args, params)
+    job = prepare_job(request)
+    warn(job.warnings)
+    if points is not None:
+        run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
+                  detach=detach, parallel=parallel, submission_key=submission_key)  # fmt: skip
+    elif dry_run:
+        print_dry_run(job, endpoint, as_json=as_json)
+    elif local:
+        run_here(job, replay_inputs(request, job, token))
+    else:
+        from hfuv import replay, submission
+
+        options = submit_options(job.spec, job.inspection.config, endpoint, token,
+                                 detach=detach, submission_key=submission_key)  # fmt: skip
+        inputs = replay_inputs(request, job, token)
+        if inputs is not None:
+            record = replay.remote_record(warning_lines(job.warnings), job.spec.body, options)
+            replay.save(replay.args_of_this_run(), record, inputs)
+        sys.exit(submission.submit(job.spec.body, **options))
+
+
+def replay_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:
+    """The files a replay of this run depends on; None when it must not be recorded (it
+    would hold a secret, or the user asked for a fresh resolution)."""
+    from hfuv.job import input_files
+
+    body = job.spec.body
+    if request.refresh or token or body.get("secrets") or "HF_TOKEN" in body["environment"]:
+        return None
+    return input_files(request, job)
+
+
+def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, token: str | None,
+              *, dry_run: bool, as_json: bool, detach: bool, parallel: int,
+              submission_key: str | None) -> None:  # fmt: skip
+    """Submit one job per point (one lock, one bundle), then follow them all."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hfuv import costs
+    from hfuv.remote import follow_sweep, sweep_summary
+    from hfuv.sweep import expand, new_sweep_id
+
+    spec, config = job.spec, job.inspection.config
+    from hfuv import remote
+
+    group, keys = remote.submission_keys(submission_key, len(points))
+    sweep_id = hashlib.sha256(group.encode()).hexdigest()[:8] if submission_key else new_sweep_id()
+    bodies = expand(spec.body, points, sweep_id, first_arg=3)
+    if dry_run:
+        estimate = spec.estimate(jobs=len(bodies))
+        if as_json:
+            redacted = [dict(b, secrets={k: "***" for k in b["secrets"]}) if "secrets" in b
+                        else b for b in bodies]  # fmt: skip
+            click.echo(json.dumps({"method": "POST", "url": request_url(endpoint, config.namespace),
+                                   "sweep": sweep_id, "bodies": redacted,
+                                   "estimate": estimate}, indent=2))  # fmt: skip
+            return
+        for index, (body, point) in enumerate(zip(bodies, points, strict=True)):
+            values = " ".join(f"{k}={v}" for k, v in point.items())
+            click.echo(f"[{index}] {values}: args {json.dumps(body['command'][3:])}")
+        click.echo(f"estimate: {estimate['summary']}")
+        return
+    with make_client(endpoint, token) as client:
+        worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"], len(bodies))
+        status(f"estimate: {worst.summary()}")
+        costs.guard(worst, config.max_cost, max_cost_origin(config))
+        namespace = client.namespace(config.namespace)
+        earlier = remote.existing_submissions(client, namespace, group) if submission_key else {}
+        todo = [remote.keyed(body, group, key) for body, key in zip(bodies, keys, strict=True)
+                if key not in earlier]  # fmt: skip
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            list(pool.map(lambda body: client.create_job(namespace, body), todo))
+        already = f" ({len(bodies) - len(todo)} were already there)" if earlier else ""
+        status(f"sweep {sweep_id}: {len(todo)} jobs submitted to {namespace}{already}")
+        created = bodies
+        if detach:
+            click.echo(sweep_id)
+            return
+        try:
+            jobs = follow_sweep(client, namespace, sweep_id, len(created),
+                                live=sys.stderr.isatty(), status=status)  # fmt: skip
+        except KeyboardInterrupt:
+            status(f"\nstopped following; the sweep goes on: hfuv sweep watch {sweep_id}")
+            sys.exit(130)
+    click.echo(sweep_summary(jobs))
+    sys.exit(0 if all(j["status"]["stage"] == "COMPLETED" for j in jobs) else 1)
+
+
+def request_url(endpoint: str | None, namespace: str | None) -> str:
+    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    return f"{base}/api/jobs/{namespace or '{namespace}'}"
+
+
+def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
+    spec = job.spec
+    config = job.inspection.config
+    url = request_url(endpoint, config.namespace)
+    estimate = spec.estimate()
+    if config.max_cost is not None:
+        estimate["max_cost_usd"] = config.max_cost
+        estimate["within_max_cost"] = estimate["max_usd"] <= config.max_cost
+        if not estimate["within_max_cost"]:
+            warn([f"the worst case (${estimate['max_usd']:.2f}) is over the max cost "
+                  f"(${config.max_cost:.2f}, {max_cost_origin(config)}); a submission "
+                  "would be refused"])  # fmt: skip
+    if as_json:
+        document = {"method": "POST", "url": url, "body": spec.redacted(), "estimate": estimate}
+        click.echo(json.dumps(document, indent=2))
+        return
+    body = spec.redacted()
+    environment = body["environment"]
+    for key in [k for k in environment if k.removeprefix("HFUV_BUNDLE_").isdigit()]:
+        environment[key] = f"<{len(environment[key])} chars of base64: {', '.join(spec.files)}>"
+    lines = body["command"][2].count("\n")
+    body["command"] = [body["command"][0], "-c", f"<hfuv bootstrap, {lines} lines>",
+                       *body["command"][3:]]  # fmt: skip
+    click.echo(f"POST {url}")
+    click.echo(json.dumps(body, indent=2))
+    click.echo(f"estimate: {estimate['summary']}")
+    click.echo(
+        f"locked: Python {job.env.python}, uv {job.env.uv_version}, "
+        f"{len(job.env.locked_packages())} packages ({job.env.lock_origin}); "
+        "the full body: --dry-run --json",
+        err=True,
+    )
+
+
+def run_here(job: Any, replay_inputs: list[str] | None) -> None:
+    """Become the job; first record it for replay when `replay_inputs` says what it reads."""
+    from hfuv import local
+    from hfuv.uv import pyenv_versions, with_python_visible
+
+    python = local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
+    prepared = local.prepare(job.spec, environ=os.environ)
+    announcement = (
+        f"hfuv: running {job.inspection.source.name} here as job {prepared.job_id} "
+        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}; "
+        f"remotely: {job.spec.estimate()['summary']}); work dir {prepared.workdir}"
+    )
+
+    def record(uv: str, argv: list[str]) -> None:
+        from hfuv import replay
+
+        codedir = prepared.env["HFUV_CODEDIR"]
+        shipped = [codedir, *(os.path.join(codedir, name) for name in job.spec.files)]
+        pythons = str(pyenv_versions(os.environ))  # a new pyenv Python can change PATH
+        entry = replay.local_record(
+            stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
+            workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
+            files=job.spec.files,
+        )  # fmt: skip
+        replay.save(replay.args_of_this_run(), entry,
+                    [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
+
+    local.exec_bootstrap(prepared, on_start=lambda _: status(announcement),
+                         on_ready=record if replay_inputs is not None else None)  # fmt: skip
+
+
+@cli.command()
+@click.argument("script")
+@script_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def check(script: str, as_json: bool, **params: Any) -> None:
+    """Show what SCRIPT declares and what would run. Resolves and installs nothing."""
+    from hfuv.job import inspect_script, lock_status
+    from hfuv.payload import default_image
+    from hfuv.uv import uv_version
+
+    inspection = inspect_script(build_request(script, (), params), require_python=False)
+    meta = inspection.metadata
+    config = inspection.config
+    status = lock_status(inspection)
+    warnings = list(config.warnings)
+    if meta.shadowed_block_line:
+        warnings.append(
+            f"{inspection.source.name}:{meta.shadowed_block_line}: uv ignores this metadata "
+            "block because `# /// script` appears earlier where it does not start a line"
+        )
+    if status == "stale":
+        warnings.append(
+            f"{inspection.source.name}.lock is out of date; `hfuv run` will refuse it until you "
+            f"run `hfuv lock {script}`"
+        )
+    python = inspection.python
+    image = config.image or (default_image(uv_version(), python) if python else None)
+    launch = {
+        key: {"value": getattr(config, attr), "origin": config.origin(key)}
+        for key, attr in (
+            ("image", "image"), ("flavor", "flavor"), ("python", "python"),
+            ("timeout", "timeout_seconds"), ("name", "name"), ("namespace", "namespace"),
+            ("network_group", "network_group"), ("max_cost", "max_cost"),
+        )
+    }  # fmt: skip
+    launch["env"] = {k: {"value": v, "origin": config.origin(f"env.{k}")}
+                     for k, v in config.env.items()}  # fmt: skip
+    launch["secrets"] = {k: {"value": "***", "origin": config.origin(f"secrets.{k}")}
+                         for k in config.secrets}  # fmt: skip
+    launch["labels"] = {k: {"value": v, "origin": config.origin(f"labels.{k}")}
+                        for k, v in config.labels.items()}  # fmt: skip
+    launch["volumes"] = config.volumes
+    report = {
+        "script": inspection.source.name,
+        "origin": inspection.source.origin,
+        "sha256": inspection.source.sha256,
+        "metadata_found": meta.found,
+        "dependencies": meta.dependencies,
+        "requires_python": meta.requires_python,
+        "python": inspection.python,
+        "interpreter": inspection.interpreter,
+        "image": image,
+        "launch": launch,
+        "lock": status,
+        "warnings": warnings,
+    }
+    warn(warnings)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    print_check(report, config)
+
+
+def print_check(report: dict[str, Any], config: Any) -> None:
+    from hfuv.costs import estimate
+    from hfuv.flavors import format_duration, get_flavor
+
+    def row(label: str, value: Any, origin: str | None = None) -> None:
+        suffix = f"  ({origin})" if origin and origin != "flag" else ""
+        click.echo(f"{label:<16}{value}{suffix}")
+
+    deps = report["dependencies"]
+    row("script", f"{report['origin']} (sha256 {report['sha256'][:12]})")
+    row("metadata", "found" if report["metadata_found"] else "none (a block is added to lock it)")
+    row("requires-python", report["requires_python"] or "-")
+    row("dependencies", ", ".join(deps) if deps else "none")
+    python_text = report["python"] or "none of 3.9-3.14 satisfies requires-python"
+    row("python", python_text, "chosen" if not config.python else config.origin("python"))
+    row("image", report["image"], config.origin("image"))
+    row("flavor", get_flavor(config.flavor).describe(), config.origin("flavor"))
+    row("timeout", format_duration(config.timeout_seconds), config.origin("timeout"))
+    row("cost", estimate(None, config.flavor, config.timeout_seconds).summary())
+    for key in ("env", "secrets", "labels"):
+        for name, item in report["launch"][key].items():
+            row(key, f"{name}={item['value']}", item["origin"])
+    for volume in report["launch"]["volumes"]:
+        row("volume", f"{volume['type']}:{volume['source']} -> {volume['mountPath']}")
+    lock_text = {
+        "none": "no lock file; a fresh lock is made when the job is prepared",
+        "current": "lock file up to date",
+        "stale": "lock file OUT OF DATE",
+        "remote": "remote script; locked when the job is prepared",
+        "command": "a command: its --with dependencies are locked when the job is prepared",
+        "unknown": "not checked (no Python to lock for)",
+    }[report["lock"]]
+    row("lock", lock_text)
+
+
+@cli.command(name="lock")
+@click.argument("script")
+@click.option("-p", "--python", help="Python X.Y to lock for (default: chosen as for run).")
+@click.option("--check", "check_only", is_flag=True, help="Exit 1 if the lock is stale or missing.")
+def lock_command(script: str, python: str | None, check_only: bool) -> None:
+    """Write or refresh SCRIPT.lock beside a local script (`--check` only checks it)."""
+    from hfuv.job import inspect_script, lock_status, write_lock
+
+    request = build_request(script, (), {"python": python})
+    if check_only:
+        status = lock_status(inspect_script(request))
+        if status == "current":
+            click.echo(f"{script}.lock is up to date", err=True)
+            return
+        why = "missing" if status == "none" else "out of date"
+        click.echo(f"{script}.lock is {why}; run `hfuv lock {script}`", err=True)
+        sys.exit(1)
+    path, changed = write_lock(request)
+    click.echo(f"{'wrote' if changed else 'up to date:'} {path}", err=True)
+
+
+@cli.command(name="exec", context_settings=RUN_CONTEXT)
+@click.argument("exec_image", metavar="IMAGE")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@script_options
+@click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
+@click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
+@submission_key_option
+@api_options
+def exec_command(exec_image: str, command: tuple[str, ...], dry_run: bool, detach: bool,
+                 submission_key: str | None, endpoint: str | None, token: str | None,
+                 **params: Any) -> None:  # fmt: skip
+    """Run COMMAND in IMAGE as a job, like `docker run` (and `hf jobs run`).
+
+    Put `--` before the command: `hfuv exec python:3.12 -- python -c 'print(1)'`.
+    """
+    from hfuv.payload import build_exec_spec
+    from hfuv.plan import resolve, validate_flags
+
+    if params.get("image"):
+        from hfuv.errors import UsageError
+
+        raise UsageError("--image does not apply to exec", hint="give the image as IMAGE")
+    options = cli_options(params)
+    validate_flags(options)
+    config = resolve(options, {}, where="hfuv exec", environ=os.environ)
+    warn(config.warnings)
+    spec = build_exec_spec(exec_image, command, config)
+    if dry_run:
+        url = request_url(endpoint, config.namespace)
+        document = {"method": "POST", "url": url, "body": spec.redacted(),
+                    "estimate": spec.estimate()}  # fmt: skip
+        click.echo(json.dumps(document, indent=2))
+        return
+    submit(spec, config, endpoint, token, detach=detach, submission_key=submission_key)
