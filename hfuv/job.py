@@ -117,6 +117,7 @@ def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None
 def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
     """Every file whose content or presence shaped `job`, or None when something else did
     (a script fetched from a URL or stdin, a lock that is not on disk)."""
+    from hfuv.flavors import CATALOG
     from hfuv.uv import find_uv
 
     source_path = job.inspection.source.path
@@ -125,6 +126,9 @@ def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
         return None
     paths = [str(source_path), str(lock.lock_path(source_path)), job.env.lock_file, find_uv()]
     paths += [*request.options.env_files, *request.options.secrets_files]
+    if job.spec.flavor.name not in CATALOG:  # a flavor learned from an endpoint's list
+        folder = cache_dir() / "hardware"
+        paths += [str(folder), *(str(path) for path in sorted(folder.glob("*.json")))]
     for given in request.files:
         paths.append(given)
         for folder, dirs, names in os.walk(given):
