@@ -26,3 +26,70 @@ def cache_dir() -> Path:
     from pathlib import Path
 
     return Path(cache_root())
+
+
+# What `hfuv cache prune` removes: per-run state that only grows. Locks, fetched scripts and the
+# other small caches stay (they are what makes the next run fast).
+PRUNABLE = ("runs", "prepared", "code")
+
+
+def _size_of(path: str) -> tuple[int, int]:
+    """(files, bytes) under `path` (a file or a directory)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        try:
+            return 1, os.lstat(path).st_size
+        except OSError:
+            return 0, 0
+    files = size = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(folder, name)).st_size
+                files += 1
+            except OSError:
+                pass
+    return files, size
+
+
+def _remove(path: str) -> tuple[int, int]:
+    import shutil
+
+    counted = _size_of(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            return 0, 0
+    return counted
+
+
+def prune(older_than_seconds: float) -> tuple[int, int]:
+    """Remove local run dirs, replay records and unpacked code dirs not modified for
+    `older_than_seconds`. → (files, bytes) removed."""
+    import time
+
+    cutoff = time.time() - older_than_seconds
+    files = size = 0
+    for kind in PRUNABLE:
+        folder = os.path.join(cache_root(), kind)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                old = entry.stat(follow_symlinks=False).st_mtime < cutoff
+            except OSError:
+                continue
+            if old:
+                removed = _remove(entry.path)
+                files, size = files + removed[0], size + removed[1]
+    return files, size
+
+
+def clean() -> tuple[int, int]:
+    """Remove hfuv's whole cache. → (files, bytes) removed."""
+    root = cache_root()
+    return _remove(root) if os.path.exists(root) else (0, 0)

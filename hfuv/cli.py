@@ -233,4 +233,4 @@ def main() -> None:
 
 
 # The commands register themselves on `cli` when imported; they need the helpers above.
-from hfuv.commands import automation, jobs, scripts  # noqa: E402, F401
+from hfuv.commands import automation, cache, jobs, scripts  # noqa: E402, F401

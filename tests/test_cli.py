@@ -179,3 +179,31 @@ def test_an_unwritable_cache_is_one_error_line_not_a_traceback(tmp_path: Path) -
     debug = hfuv("run", str(EXAMPLES / "hello.py"), "--local",
                  env={"HFUV_CACHE_DIR": str(blocker / "cache"), "HFUV_DEBUG": "1"})  # fmt: skip
     assert "Traceback" in debug.stderr and debug.code == 1
+
+
+def test_cache_dir_prune_and_clean(tmp_path: Path) -> None:
+    cache = Path(os.environ["HFUV_CACHE_DIR"])
+    script = str(EXAMPLES / "hello.py")
+    for _ in range(2):
+        assert hfuv("run", script, "--local").code == 0
+    assert hfuv("cache", "dir").stdout == f"{cache}\n"
+    runs = sorted((cache / "runs").iterdir())
+    assert len(runs) == 2 and len(list((cache / "code").iterdir())) == 1
+    assert list((cache / "prepared").iterdir())
+
+    old = runs[0].stat().st_mtime - 10 * 86400
+    os.utime(runs[0], (old, old))
+    for code_dir in (cache / "code").iterdir():  # the unpacked code a replay copies from
+        os.utime(code_dir, (old, old))
+    pruned = hfuv("cache", "prune", "--older-than", "7d")
+    assert pruned.code == 0 and pruned.stderr.startswith("removed ")
+    assert sorted((cache / "runs").iterdir()) == runs[1:]
+    assert list((cache / "code").iterdir()) == [] and (cache / "locks").is_dir()
+
+    again = hfuv("run", script, "--local")  # its replay record points at the pruned code
+    assert again.code == 0 and again.stdout.startswith("Hello from job ")
+
+    assert hfuv("cache", "clean").code == 0 and not cache.exists()
+    assert hfuv("run", script, "--local").code == 0
+    bad = hfuv("cache", "prune", "--older-than", "soon")
+    assert bad.code == 2 and "invalid timeout 'soon' (from --older-than)" in bad.stderr
