@@ -347,6 +347,7 @@ def test_stats_of_running_jobs(server: ServerProcess, tmp_path: Path) -> None:
         header, row = result.stdout.splitlines()
         assert header.split("  ")[0] == "JOB ID" and "GPU MEM USAGE" in header
         assert row.startswith(job_id) and row.endswith("N/A")
+        assert row.split()[2] == "2.0"  # NUM CPU: cpu-basic's 2 vCPU
     hfuv("cancel", job_id, env=server.env())
     wait_stage(server, job_id, {"CANCELED"})
     ended = hfuv("stats", job_id, env=server.env())

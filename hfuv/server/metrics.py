@@ -27,7 +27,7 @@ def sample(pgid: int | None, flavor: Flavor) -> dict[str, object]:
     cores = flavor.cpu_cores or os.cpu_count() or 1
     return {
         "cpu_usage_pct": round(cpu_pct / cores, 2),
-        "cpu_millicores": round(cpu_pct * 10),
+        "cpu_millicores": cores * 1000,  # the job's CPU allocation, as on Hugging Face
         "memory_used_bytes": rss_kib * 1024,
         "memory_total_bytes": flavor.ram_gb * 1024**3,
         "rx_bps": 0,
