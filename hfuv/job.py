@@ -89,6 +89,11 @@ def inspect_script(
             f"python is the interpreter path {interpreter} inside the image; a local run uses "
             f"Python {python} (chosen from requires-python) instead"
         )
+    if source.command and not request.with_deps and source.command not in ("python", "python3"):
+        config.warnings.append(
+            f"{source.command} is not a file here, so it runs as a command (give a path to run "
+            "a script; --with adds the packages a command comes from)"
+        )
     return Inspection(source, metadata, config, python, interpreter)
 
 

@@ -219,6 +219,7 @@ def test_a_command_job_ships_a_script_that_runs_it() -> None:
 def test_an_unknown_command_or_a_missing_script(tmp_path: Path) -> None:
     unknown = hfuv("run", "no-such-tool", "--local", "--", "a")
     assert unknown.code == 127
+    assert "warning: no-such-tool is not a file here, so it runs as a command" in unknown.stderr
     assert "hfuv: no-such-tool: command not found in the job's environment" in unknown.stderr
     for missing in ("missing.py", "sub/missing", str(tmp_path / "missing")):
         result = hfuv("run", missing, "--local")
