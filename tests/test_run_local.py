@@ -214,6 +214,11 @@ def test_a_command_job_ships_a_script_that_runs_it() -> None:
     assert sorted(files) == ["run-python.py", "run-python.py.lock"]
     shipped = files["run-python.py"].decode()
     assert '# dependencies = ["hfuv-demo-a"]' in shipped and "os.execvp" in shipped
+    checked = hfuv("check", "--with", "hfuv-demo-a", "python", "--json")
+    assert checked.code == 0, checked.stderr
+    report = checked.json()
+    assert (report["command"], report["with"], report["lock"]) == ("python", ["hfuv-demo-a"],
+                                                                  "command")  # fmt: skip
 
 
 def test_an_unknown_command_or_a_missing_script(tmp_path: Path) -> None:

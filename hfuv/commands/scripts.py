@@ -291,6 +291,8 @@ def check(script: str, as_json: bool, **params: Any) -> None:
         "sha256": inspection.source.sha256,
         "metadata_found": meta.found,
         "dependencies": meta.dependencies,
+        "with": list(params.get("with_deps", ())),  # locked with the dependencies
+        "command": inspection.source.command,
         "requires_python": meta.requires_python,
         "python": inspection.python,
         "interpreter": inspection.interpreter,
@@ -319,6 +321,8 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     row("metadata", "found" if report["metadata_found"] else "none (a block is added to lock it)")
     row("requires-python", report["requires_python"] or "-")
     row("dependencies", ", ".join(deps) if deps else "none")
+    if report["with"]:
+        row("with", ", ".join(report["with"]), "--with")
     python_text = report["python"] or "none of 3.9-3.14 satisfies requires-python"
     row("python", python_text, "chosen" if not config.python else config.origin("python"))
     row("image", report["image"], config.origin("image"))
