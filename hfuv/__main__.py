@@ -18,19 +18,16 @@ def main() -> None:
         code = exc.code
     except KeyboardInterrupt:
         code = 130
-    except Exception as exc:  # one line; the traceback only when asked
-        if os.environ.get("HFUV_DEBUG") == "1":
-            import traceback
+    except Exception as exc:  # one line, as for hfuv's own errors
+        from hfuv.errors import HfuvError, report
 
-            traceback.print_exc()
         if isinstance(exc, OSError) and exc.strerror:
             where = f": {exc.filename}" if exc.filename else ""
-            message = f"{exc.strerror}{where} (hint: check that path and its permissions)"
+            error = HfuvError(f"{exc.strerror}{where}", hint="check that path and its permissions")
         else:
-            message = (f"unexpected {type(exc).__name__}: {exc} (hint: this is a bug in hfuv; "
-                       "run again with HFUV_DEBUG=1 and report the traceback)")  # fmt: skip
-        sys.stderr.write(f"error: {message}\n")
-        code = 1
+            hint = "this is a bug in hfuv; run again with HFUV_DEBUG=1 and report the traceback"
+            error = HfuvError(f"unexpected {type(exc).__name__}: {exc}", hint=hint)
+        code = report(error)
     exit_now(code)
 
 

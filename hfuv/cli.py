@@ -149,16 +149,6 @@ def submission_key_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)  # fmt: skip
 
 
-def status(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def make_client(endpoint: str | None, token: str | None):
-    from hfuv.submission import make_client
-
-    return make_client(endpoint, token)
-
-
 def submit_options(spec: Any, config: Any, endpoint: str | None, token: str | None, *,
                    detach: bool, submission_key: str | None) -> dict[str, Any]:  # fmt: skip
     return {"flavor": spec.flavor.name, "max_cost": config.max_cost,

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TextIO
 
 from hfuv.flavors import Flavor
+
+
+def redraw(stream: TextIO, text: str, drawn: int) -> int:
+    """Write `text` over the `drawn` lines written last (a live view on a terminal); → the
+    number of lines now drawn, for the next call."""
+    stream.write("\x1b[F\x1b[2K" * drawn + text + "\n")
+    stream.flush()
+    return text.count("\n") + 1
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -173,6 +173,7 @@ def follow_sweep(
     """
     import threading
 
+    from hfuv.display import redraw
     from hfuv.sweep import SWEEP_LABEL, latest_per_index
 
     stages: dict[str, str] = {}
@@ -197,9 +198,7 @@ def follow_sweep(
                 f"{last_lines.get(job['id'], '')[:60]}"
                 for index, job in jobs.items()
             ]
-            sys.stderr.write(("\x1b[F\x1b[2K" * drawn) + "".join(r + "\n" for r in rows))
-            sys.stderr.flush()
-            drawn = len(rows)
+            drawn = redraw(sys.stderr, "\n".join(rows), drawn) if rows else drawn
         done = all(j["status"]["stage"] in TERMINAL_STAGES for j in jobs.values())
         if len(jobs) >= expected and done:
             return list(jobs.values())

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 from hfuv.client import TERMINAL_STAGES, JobsApiError, JobsClient
-from hfuv.display import table
+from hfuv.display import redraw, table
 
 HEADERS = ["JOB ID", "CPU %", "NUM CPU", "MEM %", "MEM USAGE", "NET I/O", "GPU UTIL %",
            "GPU MEM %", "GPU MEM USAGE"]  # fmt: skip
@@ -22,11 +22,13 @@ HEADERS = ["JOB ID", "CPU %", "NUM CPU", "MEM %", "MEM USAGE", "NET I/O", "GPU U
 
 def _size(value: float) -> str:
     """1417216 → `1.4M` (decimal prefixes, as `hf jobs stats` shows them)."""
-    for prefix in ("", "k", "M", "G", "T"):
-        if abs(value) < 1000 or prefix == "T":
-            return f"{value:.0f}{prefix}" if not prefix else f"{value:.1f}{prefix}"
+    if abs(value) < 1000:
+        return f"{value:.0f}"
+    for prefix in ("k", "M", "G"):
         value /= 1000
-    raise AssertionError("unreachable")
+        if abs(value) < 1000:
+            return f"{value:.1f}{prefix}"
+    return f"{value / 1000:.1f}T"
 
 
 def _pct(used: float, total: float) -> str:
@@ -113,20 +115,19 @@ def follow(
                     active.discard(job_id)
                     latest.pop(job_id, None)
                     status(f"job {namespace}/{job_id} ended: {stage}")
-                    drawn = 0 if live else drawn  # the status line broke the drawn block
+                    drawn = 0  # the status line broke the drawn block
             next_check = time.monotonic() + 5.0
         current = {job_id: latest[job_id] for job_id in job_ids if job_id in latest}
         if not current:
             continue
         text = stats_table(current)
         if live:
-            out.write("\x1b[F\x1b[2K" * drawn + text + "\n")
-            drawn = text.count("\n") + 1
+            drawn = redraw(out, text, drawn)
         else:
             lines = text.splitlines()
             out.write("\n".join(lines if not printed_header else lines[1:]) + "\n")
+            out.flush()
             printed_header = True
-        out.flush()
 
 
 def _keep_latest(

@@ -16,13 +16,12 @@ from hfuv.cli import (
     cli,
     cli_options,
     job_ref,
-    make_client,
     max_cost_origin,
     namespace_option,
     script_options,
-    status,
     warn,
 )
+from hfuv.submission import make_client, status
 
 
 @cli.group(name="schedule")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from hfuv.cli import cli, status
+from hfuv.cli import cli
+from hfuv.submission import status
 
 
 @cli.group(name="cache")

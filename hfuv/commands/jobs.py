@@ -11,10 +11,9 @@ from hfuv.cli import (
     api_options,
     cli,
     job_ref,
-    make_client,
     namespace_option,
-    status,
 )
+from hfuv.submission import make_client, status
 
 
 @cli.command()

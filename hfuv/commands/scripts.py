@@ -15,16 +15,15 @@ from hfuv.cli import (
     build_request,
     cli,
     cli_options,
-    make_client,
     max_cost_origin,
     script_options,
-    status,
     submission_key_option,
     submit,
     submit_options,
     warn,
     warning_lines,
 )
+from hfuv.submission import make_client, status
 
 
 @cli.command(context_settings=RUN_CONTEXT)
