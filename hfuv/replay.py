@@ -75,6 +75,18 @@ def code_files() -> list[str]:
     return [package, *(os.path.join(package, name) for name in names)]
 
 
+def recordable_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:
+    """The files a replay of this prepared job depends on; None when it must not be recorded:
+    it would hold a secret, the user asked for a fresh resolution, or not only files shaped it.
+    (`request` and `job` are `hfuv.job`'s ScriptRequest and PreparedJob.)"""
+    from hfuv.job import input_files
+
+    body = job.spec.body
+    if request.refresh or token or body.get("secrets") or "HF_TOKEN" in body["environment"]:
+        return None
+    return input_files(request, job)
+
+
 def save(args: Sequence[str] | None, record: dict[str, Any], inputs: Sequence[str]) -> None:
     """Record the outcome of `hfuv run ARGS`; never fails the run it records."""
     if args is None:

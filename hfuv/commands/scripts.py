@@ -91,28 +91,19 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
     elif local:
-        run_here(job, replay_inputs(request, job, token))
+        from hfuv.replay import recordable_inputs
+
+        run_here(job, recordable_inputs(request, job, token))
     else:
         from hfuv import replay, submission
 
         options = submit_options(job.spec, job.inspection.config, endpoint, token,
                                  detach=detach, submission_key=submission_key)  # fmt: skip
-        inputs = replay_inputs(request, job, token)
+        inputs = replay.recordable_inputs(request, job, token)
         if inputs is not None:
             record = replay.remote_record(warning_lines(job.warnings), job.spec.body, options)
             replay.save(replay.args_of_this_run(), record, inputs)
         sys.exit(submission.submit(job.spec.body, **options))
-
-
-def replay_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:
-    """The files a replay of this run depends on; None when it must not be recorded (it
-    would hold a secret, or the user asked for a fresh resolution)."""
-    from hfuv.job import input_files
-
-    body = job.spec.body
-    if request.refresh or token or body.get("secrets") or "HF_TOKEN" in body["environment"]:
-        return None
-    return input_files(request, job)
 
 
 def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, token: str | None,
