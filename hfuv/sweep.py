@@ -1,9 +1,11 @@
 """Sweeps: one locked script, many jobs, one per point of a parameter grid.
 
-`{key}` placeholders are filled in the script's arguments and in env values, for matrix keys
-only (other braces, as in JSON arguments, are left alone). Every job carries HFUV_SWEEP_ID and
-HFUV_SWEEP_INDEX, and labels naming the sweep, its index and its values, so sweep membership
-lives in the jobs themselves and works from any machine.
+`{key}` placeholders are filled in the script's arguments and in env values. A `{name}` that is
+not a matrix key is refused (keys are case-sensitive, like the env names they often mirror).
+`{{` and `}}` are literal braces, as in Python's str.format; a text that also holds a lone brace
+(JSON such as `{"lr": {lr}}`) keeps every brace but its placeholders as typed. Every job carries
+HFUV_SWEEP_ID and HFUV_SWEEP_INDEX, and labels naming the sweep, its index and its values, so
+sweep membership lives in the jobs themselves and works from any machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SWEEP_LABEL = "hfuv-sweep"
 INDEX_LABEL = "hfuv-sweep-index"
 VALUE_LABEL_PREFIX = "hfuv-v-"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACES = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -46,6 +49,10 @@ def parse_grid(matrix: Sequence[str], matrix_file: str | None) -> list[dict[str,
     rows = _read_grid_file(matrix_file)
     if not axes:
         return rows
+    for key in axes:
+        if any(key in row for row in rows):
+            raise ConfigError(f"--matrix {key} is also a key in {matrix_file}",
+                              hint="give each key in one place")  # fmt: skip
     return [{**row, **point} for row in rows for point in points]
 
 
@@ -73,12 +80,90 @@ def _read_grid_file(path: str) -> list[dict[str, str]]:
     return rows
 
 
+def placeholders(text: str) -> list[str]:
+    """The names of the `{name}` placeholders in `text`, in order."""
+    return [match.group(1) for match in _BRACES.finditer(text) if match.group(1)]
+
+
 def fill(text: str, point: dict[str, str]) -> str:
-    """Replace `{key}` for the point's keys only."""
-    if not point:
-        return text
-    pattern = re.compile(r"\{(" + "|".join(re.escape(k) for k in point) + r")\}")
-    return pattern.sub(lambda match: point[match.group(1)], text)
+    """Replace each `{key}` with the point's value; `{{` and `}}` unless a lone brace is there."""
+    escaped = all(len(match.group(0)) > 1 for match in _BRACES.finditer(text))
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return point[match.group(1)]
+        return match.group(0)[0] if escaped else match.group(0)
+
+    return _BRACES.sub(replace, text)
+
+
+def _fillable(body: dict[str, Any], first_arg: int) -> list[tuple[str, str]]:
+    """(where, text) for each text a sweep fills: the script's arguments and env values."""
+    arguments = body["command"][first_arg:]
+    return [
+        *((f"argument {number}", arg) for number, arg in enumerate(arguments, start=1)),
+        *((f"env {key}", value) for key, value in body["environment"].items()
+          if not key.startswith("HFUV_")),
+    ]  # fmt: skip
+
+
+def check_placeholders(
+    body: dict[str, Any], points: Sequence[dict[str, str]], first_arg: int
+) -> None:
+    """Refuse a `{name}` that is not a matrix key, or that some point gives no value."""
+    keys = list(dict.fromkeys(key for point in points for key in point))
+    for where, text in _fillable(body, first_arg):
+        for name in placeholders(text):
+            lacking = [index for index, point in enumerate(points) if name not in point]
+            if not lacking:
+                continue
+            literal = f"write {{{{{name}}}}} for a literal {{{name}}}"
+            if len(lacking) < len(points):
+                values = " ".join(f"{k}={v}" for k, v in points[lacking[0]].items())
+                raise ConfigError(
+                    f"{{{name}}} in {where} has no value in job {lacking[0]} ({values})",
+                    hint=f"give {name} in every line of the --matrix-file, or {literal}",
+                )
+            same = [key for key in keys if key.lower() == name.lower()]
+            case = f"keys are case-sensitive: write {{{same[0]}}}, or " if same else ""
+            raise ConfigError(
+                f"{{{name}}} in {where} is not a matrix key (keys: {', '.join(keys) or 'none'})",
+                hint=case + literal,
+            )
+
+
+def sameness_warnings(
+    body: dict[str, Any],
+    points: Sequence[dict[str, str]],
+    bodies: Sequence[dict[str, Any]],
+    first_arg: int,
+) -> list[str]:
+    """Matrix keys that `body` uses nowhere, and jobs of `bodies` that repeat an earlier one."""
+    used = {name for _, text in _fillable(body, first_arg) for name in placeholders(text)}
+    keys = list(dict.fromkeys(key for point in points for key in point))
+    warnings = [
+        f"matrix key {key} is used in no argument or env value, so it changes only the jobs' "
+        f"labels; write {{{key}}} where the script should get it"
+        for key in keys
+        if key not in used
+    ]
+    first_of: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for index, body in enumerate(bodies):
+        environment = {k: v for k, v in body["environment"].items() if k != "HFUV_SWEEP_INDEX"}
+        what = json.dumps([body["command"], environment], sort_keys=True)
+        if what in first_of:
+            repeats.append((index, first_of[what]))
+        else:
+            first_of[what] = index
+    if len(first_of) == 1 and len(bodies) > 1:
+        warnings.append(f"all {len(bodies)} jobs are identical (same arguments and env); "
+                        "only HFUV_SWEEP_INDEX tells them apart")  # fmt: skip
+    elif repeats:
+        index, earlier = repeats[0]
+        warnings.append(f"jobs that repeat an earlier one: {len(repeats)} of {len(bodies)} "
+                        f"(job {index} = job {earlier}: same arguments and env)")  # fmt: skip
+    return warnings
 
 
 def label_value(value: str) -> str:
@@ -89,6 +174,7 @@ def expand(
     body: dict[str, Any], points: Sequence[dict[str, str]], sweep_id: str, first_arg: int
 ) -> list[dict[str, Any]]:
     """One job body per point; `first_arg` is where the user's arguments start in `command`."""
+    check_placeholders(body, points, first_arg)
     bodies = []
     for index, point in enumerate(points):
         job = copy.deepcopy(body)

@@ -26,7 +26,9 @@ def test_grid_and_placeholders(tmp_path: Path) -> None:
     assert len(points) == 6 and points[0] == {"x": "1", "y": "a"} and points[-1] == {
         "x": "2", "y": "c"
     }  # fmt: skip
-    assert fill('{"lr": {x}, "other": {z}}', {"x": "1"}) == '{"lr": 1, "other": {z}}'
+    assert fill('{"lr": {x}, "other": {}}', {"x": "1"}) == '{"lr": 1, "other": {}}'
+    assert fill("{{x}} {{{x}}}", {"x": "1"}) == "{x} {1}", "{{ and }} are literal braces"
+    assert fill('{"a": {"b": {x}}}', {"x": "1"}) == '{"a": {"b": 1}}', "JSON: braces as typed"
     grid = write(tmp_path / "g.jsonl", '{"lr": 0.001, "name": "a"}\n\n{"lr": 0.01, "name": "b"}\n')
     assert parse_grid([], str(grid)) == [{"lr": "0.001", "name": "a"}, {"lr": "0.01", "name": "b"}]
     for bad in (["x"], ["x="], ["1x=1"], ["x=1", "x=2"]):
@@ -72,6 +74,70 @@ def test_dry_run_lists_every_job(tmp_path: Path) -> None:
     assert len(bundles) == 1, "one lock and one bundle serve every job"
     local = hfuv("run", str(script), "--local", "--matrix", "x=1")
     assert local.code == 2
+
+
+REFUSED_SWEEPS = [
+    # (arguments after the script, what the one error line says)
+    (["--matrix", "lr=1,2", "--", "--lr", "{LR}"],
+     "error: {LR} in argument 2 is not a matrix key (keys: lr) (hint: keys are case-sensitive: "
+     "write {lr}, or write {{LR}} for a literal {LR})"),
+    (["--matrix", "lr=1", "--matrix", "seed=1,2", "--", "{lr}", "{sed}"],
+     "error: {sed} in argument 2 is not a matrix key (keys: lr, seed) (hint: write {{sed}} for a "
+     "literal {sed})"),
+    (["--matrix", "lr=1,2", "-e", "TAG=run-{Lr}", "--", "{lr}"],
+     "error: {Lr} in env TAG is not a matrix key (keys: lr) (hint: keys are case-sensitive: write "
+     "{lr}, or write {{Lr}} for a literal {Lr})"),
+    (["--matrix-file", "GRID", "--", "--lr", "{lr}", "--seed", "{seed}"],
+     "error: {seed} in argument 4 has no value in job 0 (lr=0.1) (hint: give seed in every line "
+     "of the --matrix-file, or write {{seed}} for a literal {seed})"),
+    (["--matrix-file", "GRID", "--matrix", "lr=1,2", "--", "{lr}"],
+     "error: --matrix lr is also a key in GRID (hint: give each key in one place)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "message"), REFUSED_SWEEPS)
+def test_a_placeholder_without_a_value_submits_nothing(
+    server: ServerProcess, tmp_path: Path, args: list[str], message: str
+) -> None:
+    script = write(tmp_path / "grid.py", "import sys\nprint(sys.argv)\n")
+    grid = str(write(tmp_path / "grid.jsonl", '{"lr": 0.1}\n{"lr": 0.2, "seed": 1}\n'))
+    args = [grid if arg == "GRID" else arg for arg in args]
+    for extra in ([], ["--dry-run"]):
+        result = hfuv("run", str(script), *extra, *args, env=server.env())
+        assert result.code == 2, result.output
+        assert result.stderr.splitlines() == [message.replace("GRID", grid)]
+        assert result.stdout == ""
+    assert hfuv("ps", "-a", "--json", env=server.env()).json() == [], "no job was created"
+
+
+def test_escaped_braces_and_json_reach_the_job(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "echo.py", "import sys\nprint(sys.argv[1:])\n")
+    result = hfuv("run", str(script), "--matrix", "lr=1,2", "--", "--lr={lr}", "{{lr}}",
+                  '{"opt": {"lr": {lr}}}', "{}", env=server.env())  # fmt: skip
+    assert result.code == 0, result.output
+    sweep_id = result.stderr.split("sweep ")[1].split(":")[0]
+    for index, lr in enumerate(("1", "2")):
+        log = hfuv("logs", "--sweep", sweep_id, "--index", str(index), env=server.env()).stdout
+        assert log == str([f"--lr={lr}", "{lr}", f'{{"opt": {{"lr": {lr}}}}}', "{}"]) + "\n"
+
+
+def test_a_sweep_of_identical_jobs_is_warned_about(tmp_path: Path) -> None:
+    script = write(tmp_path / "grid.py", "import sys\nprint(sys.argv)\n")
+    unused = hfuv("run", str(script), "--dry-run", "--matrix", "lr=1,2", "--", "--lr", "1")
+    assert unused.code == 0, unused.stderr
+    assert unused.stderr.splitlines()[:2] == [
+        "warning: matrix key lr is used in no argument or env value, so it changes only the "
+        "jobs' labels; write {lr} where the script should get it",
+        "warning: all 2 jobs are identical (same arguments and env); only HFUV_SWEEP_INDEX tells "
+        "them apart",
+    ]
+    repeated = hfuv("run", str(script), "--dry-run", "--matrix", "lr=1,2,1", "--", "{lr}")
+    assert repeated.code == 0, repeated.stderr
+    assert repeated.stderr.splitlines()[0] == (
+        "warning: jobs that repeat an earlier one: 1 of 3 (job 2 = job 0: same arguments and env)"
+    )
+    distinct = hfuv("run", str(script), "--dry-run", "--matrix", "lr=1,2", "-e", "LR={lr}")
+    assert distinct.code == 0 and "warning" not in distinct.stderr, distinct.stderr
 
 
 def test_sweep_through_the_server(server: ServerProcess, tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
 
     from hfuv import costs
     from hfuv.remote import follow_sweep, sweep_summary
-    from hfuv.sweep import expand, new_sweep_id
+    from hfuv.sweep import expand, new_sweep_id, sameness_warnings
 
     spec, config = job.spec, job.inspection.config
     from hfuv import remote
@@ -123,6 +123,7 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
     group, keys = remote.submission_keys(submission_key, len(points))
     sweep_id = hashlib.sha256(group.encode()).hexdigest()[:8] if submission_key else new_sweep_id()
     bodies = expand(spec.body, points, sweep_id, first_arg=3)
+    warn(sameness_warnings(spec.body, points, bodies, first_arg=3))
     if dry_run:
         estimate = spec.estimate(jobs=len(bodies))
         if as_json:
