@@ -3,6 +3,9 @@
 The dotenv dialect is the one `hf jobs` reads: an optional `export ` prefix, `#` comments (inline
 only after whitespace), double-quoted values with backslash escapes, literal single quotes,
 and bare keys whose value comes from the local environment.
+
+Errors never quote a `-s` item or a file's line: either may hold a secret (a value pasted where a
+name was expected, or the second line of a multi-line key).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping
 from hfuv.errors import ConfigError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{30,}")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "$": "$", "r": "\r"}
 
 
@@ -21,8 +25,12 @@ def split_assignment(item: str, option: str) -> tuple[str, str | None]:
     key, sep, value = item.partition("=")
     key = key.strip()
     if not _KEY.fullmatch(key):
+        typed = f"{key}=..." if sep else item
+        shown = (
+            "-s (not shown, as it may hold a secret)" if option == "-s" else f"{option} {typed!r}"
+        )
         raise ConfigError(
-            f"invalid {option} {item!r}: expected KEY=VALUE or KEY",
+            f"invalid {shown}: expected KEY=VALUE or KEY",
             hint="names start with a letter or _ and hold letters, digits, _ . -",
         )
     return key, (value if sep else None)
@@ -42,8 +50,10 @@ def parse_dotenv(text: str, source: str) -> dict[str, str | None]:
         key = key.strip()
         if not _KEY.fullmatch(key):
             raise ConfigError(
-                f"{source}:{number}: invalid line {raw.strip()!r}",
-                hint="write KEY=VALUE, one per line",
+                f"{source}:{number}: not KEY=VALUE or KEY (the line is not shown, as it may "
+                "hold a secret)",
+                hint="names start with a letter or _ and hold letters, digits, _ . -; a value "
+                "on several lines goes on one, in double quotes with \\n",
             )
         if not sep:
             result[key] = None
@@ -91,3 +101,15 @@ def resolve(
         else:
             values[key] = value
     return values, missing
+
+
+def refuse_values_as_names(option: str, unset: list[str], environ: Mapping[str, str]) -> None:
+    """`-s $HF_TOKEN` typed for `-s HF_TOKEN`: refuse it without printing the value as a name."""
+    for name in unset:
+        holder = next((k for k, v in environ.items() if v == name and len(v) >= 8), None)
+        if holder or _HF_TOKEN.fullmatch(name):
+            raise ConfigError(
+                f"a bare {option} name is {'the value of $' + holder if holder else 'a token'}, "
+                "not a variable name (not shown)",
+                hint=f"write {option} {holder or 'HF_TOKEN'}: a bare name is looked up here",
+            )

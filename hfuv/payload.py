@@ -45,13 +45,10 @@ class JobSpec:
     notes: list[str] = field(default_factory=list)
 
     def redacted(self) -> dict[str, Any]:
-        """The body with every secret value (and a token passed as env) replaced by `***`."""
-        body = dict(self.body)
-        if "secrets" in body:
-            body["secrets"] = {key: "***" for key in body["secrets"]}
-        if "HF_TOKEN" in body.get("environment", {}):  # passed with -e, against advice
-            body["environment"] = {**body["environment"], "HF_TOKEN": "***"}
-        return body
+        """The body as shown: secret values, and env values under secret-looking names, `***`."""
+        from hfuv.redact import shown
+
+        return shown(self.body)
 
     def estimate(self, jobs: int = 1) -> dict[str, Any]:
         """The worst case at the built-in catalog's price (submissions ask the endpoint)."""

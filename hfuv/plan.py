@@ -19,6 +19,7 @@ from hfuv import envfiles
 from hfuv.auth import find_hf_token
 from hfuv.errors import ConfigError, MissingSecretError
 from hfuv.flavors import DEFAULT_FLAVOR, get_flavor
+from hfuv.redact import looks_secret
 
 DEFAULT_TIMEOUT = 30 * 60
 HF_JOBS_KEYS = (
@@ -269,6 +270,7 @@ def resolve(
     values, unset = envfiles.resolve(cli_env, environ)
     for key, value in values.items():
         env[key], origins[f"env.{key}"] = value, "flag"
+    envfiles.refuse_values_as_names("-e", unset, environ)
     warnings += [f"-e {key}: not set in your environment, left out" for key in unset]
 
     requested: dict[str, str | None] = {}
@@ -292,14 +294,19 @@ def resolve(
         if token:
             secret_env["HF_TOKEN"] = token
     secret_values, missing = envfiles.resolve(requested, secret_env)
+    envfiles.refuse_values_as_names("-s", missing, secret_env)
     if missing:
         raise MissingSecretError(
             f"secret {', '.join(missing)} is not set in your environment "
             f"(requested by {_describe(origins[f'secrets.{missing[0]}'], '-s')})",
             hint=f"export {missing[0]}=... or pass -s {missing[0]}=... or --secrets-file",
         )
-    if "HF_TOKEN" in env:
-        warnings.append("HF_TOKEN is passed with -e, so it is shown as plain env; use -s HF_TOKEN")
+    warnings += [
+        f"{key} looks like a secret but is passed as env ({_describe(origins[f'env.{key}'], '-e')}"
+        f"): the Jobs API stores and shows env values in plain; use -s {key}"
+        for key in env
+        if looks_secret(key)
+    ]
 
     labels: dict[str, str] = {}
     for layer_name, layer in layers:

@@ -80,9 +80,15 @@ def recordable_inputs(request: Any, job: Any, token: str | None) -> list[str] | 
     it would hold a secret, the user asked for a fresh resolution, or not only files shaped it.
     (`request` and `job` are `hfuv.job`'s ScriptRequest and PreparedJob.)"""
     from hfuv.job import input_files
+    from hfuv.redact import looks_secret
 
     body = job.spec.body
-    if request.refresh or token or body.get("secrets") or "HF_TOKEN" in body["environment"]:
+    if (
+        request.refresh
+        or token
+        or body.get("secrets")
+        or any(map(looks_secret, body["environment"]))
+    ):
         return None
     return input_files(request, job)
 

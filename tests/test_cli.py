@@ -57,7 +57,7 @@ def one_error_line(result: Result, code: int = 2) -> str:
         (["-v", "./data:/data"], "unsupported volume './data:/data' (from -v)"),
         (["-v", "hf://datasets/org/ds:/ds:rw"], "dataset volumes are read-only"),
         (["-p", "python3"], "invalid python 'python3' (from --python)"),
-        (["-e", "1BAD=x"], "invalid -e '1BAD=x'"),
+        (["-e", "1BAD=x"], "invalid -e '1BAD=...'"),
         (["--network-alias", "a"], "network aliases need a network group"),
         (["--with", "six>>1"], "invalid --with 'six>>1'"),
         (["--local", "--dry-run"], "--local and --dry-run are exclusive"),

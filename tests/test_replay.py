@@ -160,6 +160,7 @@ def test_secrets_are_never_recorded(server: ServerProcess, tmp_path: Path) -> No
         ("--local", "--secrets-file", str(secrets_file)),
         ("--detach", "-s", "MY_SECRET"),
         ("--detach", "--token", ServerProcess.TOKENS["me"]),
+        ("--local", "-e", f"WANDB_API_KEY={canary}-as-env"),  # a secret-looking name, as env
     ]
     for options in runs:
         for _ in range(2):

@@ -133,7 +133,9 @@ def schedule_ps(show_all: bool, as_json: bool, namespace: str | None, endpoint: 
     if not show_all:
         items = [item for item in items if not item.get("suspend")]
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        from hfuv.redact import shown
+
+        click.echo(json.dumps([shown(item) for item in items], indent=2))
     elif items:
         click.echo(schedules_table(items))
     else:
@@ -149,10 +151,11 @@ def schedule_inspect(schedule_id: str, as_json: bool, namespace: str | None,
                      endpoint: str | None, token: str | None) -> None:  # fmt: skip
     """Show one scheduled job (times in UTC)."""
     from hfuv.display import schedules_table
+    from hfuv.redact import shown
 
     with make_client(endpoint, token) as client:
         ns, sid = job_ref(client, schedule_id, namespace)
-        item = client.get_schedule(ns, sid)
+        item = shown(client.get_schedule(ns, sid))
     click.echo(json.dumps(item, indent=2) if as_json else schedules_table([item]))
 
 
@@ -228,6 +231,7 @@ def webhook_create(watched: tuple[str, ...], domains: tuple[str, ...], job_id: s
         items.append({"type": kind, "name": name})
     requested = dict(envfiles.split_assignment(item, "-s") for item in secret_items)
     values, missing = envfiles.resolve(requested, os.environ)
+    envfiles.refuse_values_as_names("-s", missing, os.environ)
     if missing:
         raise UsageError(f"secret {missing[0]} is not set in your environment")
     with make_client(endpoint, token) as client:
@@ -257,7 +261,9 @@ def webhook_ps(as_json: bool, endpoint: str | None, token: str | None) -> None:
     with make_client(endpoint, token) as client:
         items = client.list_webhooks()
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        from hfuv.redact import shown
+
+        click.echo(json.dumps([shown(item) for item in items], indent=2))
         return
     rows = [[w["id"], " ".join(f"{i['type']}:{i['name']}" for i in w["watched"]),
              ",".join(w["domains"]), w.get("jobSourceId") or "-",

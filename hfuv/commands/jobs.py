@@ -62,7 +62,9 @@ def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, sweep: str | None
     with make_client(endpoint, token) as client:
         jobs = client.list_jobs(client.namespace(namespace), stages=stages, labels=labels)
     if as_json:
-        click.echo(json.dumps(jobs, indent=2))
+        from hfuv.redact import shown
+
+        click.echo(json.dumps([shown(job) for job in jobs], indent=2))
     elif jobs:
         click.echo(jobs_table(jobs))
     else:
@@ -113,10 +115,11 @@ def inspect(job: str, as_json: bool, namespace: str | None, endpoint: str | None
             token: str | None) -> None:  # fmt: skip
     """Show one job."""
     from hfuv.display import job_summary
+    from hfuv.redact import shown
 
     with make_client(endpoint, token) as client:
         ns, job_id = job_ref(client, job, namespace)
-        info = client.get_job(ns, job_id)
+        info = shown(client.get_job(ns, job_id))
         click.echo(json.dumps(info, indent=2) if as_json else
                    job_summary(info, client.job_url(ns, job_id)))  # fmt: skip
 

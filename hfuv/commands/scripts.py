@@ -127,10 +127,10 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
     if dry_run:
         estimate = spec.estimate(jobs=len(bodies))
         if as_json:
-            redacted = [dict(b, secrets={k: "***" for k in b["secrets"]}) if "secrets" in b
-                        else b for b in bodies]  # fmt: skip
+            from hfuv.redact import shown
+
             click.echo(json.dumps({"method": "POST", "url": request_url(endpoint, config.namespace),
-                                   "sweep": sweep_id, "bodies": redacted,
+                                   "sweep": sweep_id, "bodies": [shown(b) for b in bodies],
                                    "estimate": estimate}, indent=2))  # fmt: skip
             return
         for index, (body, point) in enumerate(zip(bodies, points, strict=True)):
@@ -269,8 +269,10 @@ def check(script: str, as_json: bool, **params: Any) -> None:
             ("network_group", "network_group"), ("max_cost", "max_cost"),
         )
     }  # fmt: skip
+    from hfuv import redact
+
     launch["env"] = {k: {"value": v, "origin": config.origin(f"env.{k}")}
-                     for k, v in config.env.items()}  # fmt: skip
+                     for k, v in redact.env(config.env).items()}  # fmt: skip
     launch["secrets"] = {k: {"value": "***", "origin": config.origin(f"secrets.{k}")}
                          for k in config.secrets}  # fmt: skip
     launch["labels"] = {k: {"value": v, "origin": config.origin(f"labels.{k}")}
