@@ -108,8 +108,9 @@ def refuse_values_as_names(option: str, unset: list[str], environ: Mapping[str, 
     for name in unset:
         holder = next((k for k, v in environ.items() if v == name and len(v) >= 8), None)
         if holder or _HF_TOKEN.fullmatch(name):
+            what = f"the value of ${holder}" if holder else "a token"
             raise ConfigError(
-                f"a bare {option} name is {'the value of $' + holder if holder else 'a token'}, "
-                "not a variable name (not shown)",
-                hint=f"write {option} {holder or 'HF_TOKEN'}: a bare name is looked up here",
+                f"a bare {option} name is {what}, not a variable name (not shown)",
+                hint=f"write {option} {holder or 'HF_TOKEN'}: a bare name is read from your "
+                "environment",
             )

@@ -149,9 +149,9 @@ def sameness_warnings(
     ]
     first_of: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
-    for index, body in enumerate(bodies):
-        environment = {k: v for k, v in body["environment"].items() if k != "HFUV_SWEEP_INDEX"}
-        what = json.dumps([body["command"], environment], sort_keys=True)
+    for index, job in enumerate(bodies):
+        environment = {k: v for k, v in job["environment"].items() if k != "HFUV_SWEEP_INDEX"}
+        what = json.dumps([job["command"], environment], sort_keys=True)
         if what in first_of:
             repeats.append((index, first_of[what]))
         else:
