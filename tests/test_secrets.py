@@ -232,7 +232,7 @@ def test_webhook_secrets_are_refused_without_their_value(tmp_path: Path) -> None
     env = {"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://127.0.0.1:9"}
     results = [hfuv(*argv, "-s", item, env=env) for item in (f"MY SECRET={SECRET}", TOKEN)]
     assert [r.code for r in results] == [2, 2]
-    assert HIDDEN_S in results[0].stderr
+    assert HIDDEN_S in results[0].stderr and "the value of $HF_TOKEN" in results[1].stderr
     scan(results)
 
 
