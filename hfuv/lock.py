@@ -143,22 +143,31 @@ def shipped_script(
         data["dependencies"] = deps + [d for d in with_deps if d not in deps]
         block = render_block(data)
         return (text[: metadata.start] + block + text[metadata.end :]).encode()
-    if metadata.shadowed_block_line:
-        raise MetadataError(
-            f"{source.name}:{metadata.shadowed_block_line}",
-            "uv ignores this metadata block because `# /// script` appears earlier in the file "
-            "where it does not start a line",
-            hint="remove or rewrite the earlier `# /// script` text",
-        )
+    ignored = metadata.ignored_block(source.name)
+    if ignored:
+        raise ignored
     block = render_block(
         {"requires-python": f">={python}", "dependencies": list(dict.fromkeys(with_deps))}
     )
-    if text.startswith("#!"):
-        newline = text.find("\n")
-        if newline < 0:
-            return (text + "\n" + block).encode()
-        return (text[: newline + 1] + block + text[newline + 1 :]).encode()
-    return (block + text).encode()
+    return _with_block(text, block).encode()
+
+
+_CODING = re.compile(r"[ \t\f]*#.*?coding[:=]")  # PEP 263
+_BLANK_OR_COMMENT = re.compile(r"[ \t\f]*(#.*)?\r?\n?$")
+
+
+def _with_block(text: str, block: str) -> str:
+    """`text` with `block` added where uv finds it and Python reads the file as before: after
+    a byte-order mark, a shebang line and an encoding declaration (which must stay first)."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    lines = text[len(bom) :].splitlines(keepends=True)
+    keep = 1 if lines and (lines[0].startswith("#!") or _CODING.match(lines[0])) else 0
+    if len(lines) > 1 and _CODING.match(lines[1]) and (keep or _BLANK_OR_COMMENT.match(lines[0])):
+        keep = 2
+    head = bom + "".join(lines[:keep])
+    if head and not head.endswith(("\n", "\r")):
+        head += "\n"  # a block after a byte-order mark or a last line must start a new line
+    return head + block + "".join(lines[keep:])
 
 
 def render_block(data: dict[str, Any]) -> str:

@@ -248,11 +248,9 @@ def check(script: str, as_json: bool, **params: Any) -> None:
     config = inspection.config
     status = lock_status(inspection)
     warnings = list(config.warnings)
-    if meta.shadowed_block_line:
-        warnings.append(
-            f"{inspection.source.name}:{meta.shadowed_block_line}: uv ignores this metadata "
-            "block because `# /// script` appears earlier where it does not start a line"
-        )
+    ignored = meta.ignored_block(inspection.source.name)
+    if ignored:
+        warnings.append(f"{ignored.message}; {ignored.hint}")
     if status == "stale":
         warnings.append(
             f"{inspection.source.name}.lock is out of date; `hfuv run` will refuse it until you "
