@@ -22,9 +22,9 @@ from typing import Any
 
 from hfuv import pep723, toml_write
 from hfuv.cache import cache_dir
-from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
+from hfuv.errors import ConfigError, LockError, MetadataError
 from hfuv.sources import ScriptSource
-from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
+from hfuv.uv import run_uv, uv_version, with_python_visible
 
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 PREFERRED_PYTHON = "3.12"
@@ -231,7 +231,8 @@ def build_env(
                            str(cached))  # fmt: skip
         except OSError:
             pass
-    lock_text = lock_script(source.name, script, python, previous=existing)
+    lock_text = lock_script(source.name, script, python, previous=existing, metadata=metadata,
+                            with_deps=with_deps)  # fmt: skip
     _remember(cached, lock_text)
     return EnvSpec(python, interpreter, version, script, lock_text, "fresh", str(cached))
 
@@ -281,15 +282,26 @@ def _uv_lock(target: Path, python: str, *extra: str) -> subprocess.CompletedProc
     )
 
 
-def lock_script(name: str, script: bytes, python: str, *, previous: str | None = None) -> str:
+def lock_script(
+    name: str,
+    script: bytes,
+    python: str,
+    *,
+    previous: str | None = None,
+    metadata: pep723.ScriptMetadata | None = None,
+    with_deps: Sequence[str] = (),
+) -> str:
     """Run `uv lock --script` on a copy of `script` in a scratch directory; return the lock.
 
-    A `previous` lock is copied in first, so uv keeps its pins where they still fit.
+    A `previous` lock is copied in first, so uv keeps its pins where they still fit. A failure
+    names the line of `metadata` (the user's block) or the `with_deps` entry that caused it.
     """
     with _scratch_copy(name, script, previous) as target:
         result = _uv_lock(target, python)
         if result.returncode != 0:
-            raise _lock_failure(name, python, result.stderr)
+            from hfuv.lock_errors import lock_failure
+
+            raise lock_failure(name, python, result, metadata, with_deps)
         written = lock_path(target)
         if not written.is_file():
             raise LockError(f"uv lock wrote no lock for {name}")
@@ -311,14 +323,6 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
             return True
         if result.returncode == 1:
             return False
-        raise _lock_failure(name, python, result.stderr)
+        from hfuv.lock_errors import lock_failure
 
-
-def _lock_failure(name: str, python: str, stderr: str) -> Exception:
-    message = summarize_errors(stderr)
-    if "No interpreter found" in message or "Failed to inspect Python interpreter" in message:
-        return PythonNotFoundError(
-            f"Python {python} is not installed here, and uv needs it to lock {name}",
-            hint=f"install it (`uv python install {python}`) or choose another with --python",
-        )
-    return LockError(f"could not lock {name}: {message}")
+        raise lock_failure(name, python, result)
