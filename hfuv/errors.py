@@ -15,10 +15,11 @@ class HfuvError(Exception):
 
     exit_code = FAILURE
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.detail = detail  # e.g. a tool's whole output; shown only with HFUV_DEBUG=1
 
     def __str__(self) -> str:
         if self.hint:
@@ -80,7 +81,8 @@ class NotAvailableError(UsageError):
 def report(exc: HfuvError) -> int:
     """Print `exc` as hfuv's one `error:` line on stderr; → the exit code to use.
 
-    With HFUV_DEBUG=1 the traceback comes first (errors never hold secret values).
+    With HFUV_DEBUG=1 the traceback and the error's detail come first (errors never hold
+    secret values).
     """
     import os
     import sys
@@ -89,6 +91,8 @@ def report(exc: HfuvError) -> int:
         import traceback
 
         traceback.print_exc()
+        if exc.detail:
+            sys.stderr.write(exc.detail.rstrip("\n") + "\n")
     hint = f" (hint: {exc.hint})" if exc.hint else ""
     sys.stderr.write(f"error: {exc.message}{hint}\n")
     sys.stderr.flush()

@@ -175,7 +175,8 @@ def write_lock(
     path = lock.lock_path(source.path)
     previous = path.read_text(encoding="utf-8") if path.is_file() else None
     script = lock.shipped_script(source, inspection.metadata, (), inspection.python)
-    text = lock.lock_script(source.name, script, inspection.python, previous=previous)
+    text = lock.lock_script(source.name, script, inspection.python, previous=previous,
+                            metadata=inspection.metadata)  # fmt: skip
     if text == previous:
         return str(path), False
     path.write_text(text, encoding="utf-8")

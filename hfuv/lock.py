@@ -22,9 +22,9 @@ from typing import Any
 
 from hfuv import pep723, toml_write
 from hfuv.cache import cache_dir
-from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
+from hfuv.errors import ConfigError, LockError, MetadataError
 from hfuv.sources import ScriptSource
-from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
+from hfuv.uv import run_uv, uv_version, with_python_visible
 
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 PREFERRED_PYTHON = "3.12"
@@ -143,22 +143,31 @@ def shipped_script(
         data["dependencies"] = deps + [d for d in with_deps if d not in deps]
         block = render_block(data)
         return (text[: metadata.start] + block + text[metadata.end :]).encode()
-    if metadata.shadowed_block_line:
-        raise MetadataError(
-            f"{source.name}:{metadata.shadowed_block_line}",
-            "uv ignores this metadata block because `# /// script` appears earlier in the file "
-            "where it does not start a line",
-            hint="remove or rewrite the earlier `# /// script` text",
-        )
+    ignored = metadata.ignored_block(source.name)
+    if ignored:
+        raise ignored
     block = render_block(
         {"requires-python": f">={python}", "dependencies": list(dict.fromkeys(with_deps))}
     )
-    if text.startswith("#!"):
-        newline = text.find("\n")
-        if newline < 0:
-            return (text + "\n" + block).encode()
-        return (text[: newline + 1] + block + text[newline + 1 :]).encode()
-    return (block + text).encode()
+    return _with_block(text, block).encode()
+
+
+_CODING = re.compile(r"[ \t\f]*#.*?coding[:=]")  # PEP 263
+_BLANK_OR_COMMENT = re.compile(r"[ \t\f]*(#.*)?\r?\n?$")
+
+
+def _with_block(text: str, block: str) -> str:
+    """`text` with `block` added where uv finds it and Python reads the file as before: after
+    a byte-order mark, a shebang line and an encoding declaration (which must stay first)."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    lines = text[len(bom) :].splitlines(keepends=True)
+    keep = 1 if lines and (lines[0].startswith("#!") or _CODING.match(lines[0])) else 0
+    if len(lines) > 1 and _CODING.match(lines[1]) and (keep or _BLANK_OR_COMMENT.match(lines[0])):
+        keep = 2
+    head = bom + "".join(lines[:keep])
+    if head and not head.endswith(("\n", "\r")):
+        head += "\n"  # a block after a byte-order mark or a last line must start a new line
+    return head + block + "".join(lines[keep:])
 
 
 def render_block(data: dict[str, Any]) -> str:
@@ -222,7 +231,8 @@ def build_env(
                            str(cached))  # fmt: skip
         except OSError:
             pass
-    lock_text = lock_script(source.name, script, python, previous=existing)
+    lock_text = lock_script(source.name, script, python, previous=existing, metadata=metadata,
+                            with_deps=with_deps)  # fmt: skip
     _remember(cached, lock_text)
     return EnvSpec(python, interpreter, version, script, lock_text, "fresh", str(cached))
 
@@ -272,15 +282,26 @@ def _uv_lock(target: Path, python: str, *extra: str) -> subprocess.CompletedProc
     )
 
 
-def lock_script(name: str, script: bytes, python: str, *, previous: str | None = None) -> str:
+def lock_script(
+    name: str,
+    script: bytes,
+    python: str,
+    *,
+    previous: str | None = None,
+    metadata: pep723.ScriptMetadata | None = None,
+    with_deps: Sequence[str] = (),
+) -> str:
     """Run `uv lock --script` on a copy of `script` in a scratch directory; return the lock.
 
-    A `previous` lock is copied in first, so uv keeps its pins where they still fit.
+    A `previous` lock is copied in first, so uv keeps its pins where they still fit. A failure
+    names the line of `metadata` (the user's block) or the `with_deps` entry that caused it.
     """
     with _scratch_copy(name, script, previous) as target:
         result = _uv_lock(target, python)
         if result.returncode != 0:
-            raise _lock_failure(name, python, result.stderr)
+            from hfuv.lock_errors import lock_failure
+
+            raise lock_failure(name, python, result, metadata, with_deps)
         written = lock_path(target)
         if not written.is_file():
             raise LockError(f"uv lock wrote no lock for {name}")
@@ -302,14 +323,6 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
             return True
         if result.returncode == 1:
             return False
-        raise _lock_failure(name, python, result.stderr)
+        from hfuv.lock_errors import lock_failure
 
-
-def _lock_failure(name: str, python: str, stderr: str) -> Exception:
-    message = summarize_errors(stderr)
-    if "No interpreter found" in message or "Failed to inspect Python interpreter" in message:
-        return PythonNotFoundError(
-            f"Python {python} is not installed here, and uv needs it to lock {name}",
-            hint=f"install it (`uv python install {python}`) or choose another with --python",
-        )
-    return LockError(f"could not lock {name}: {message}")
+        raise lock_failure(name, python, result)

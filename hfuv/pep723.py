@@ -24,6 +24,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 OPENER = "# /// script"
 _OPENER_BYTES = OPENER.encode()
+BOM = b"\xef\xbb\xbf"
 _ANY_BLOCK = re.compile(
     r"^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", re.MULTILINE
 )
@@ -60,7 +61,8 @@ class ScriptMetadata:
     closer_line: int = 0
     start: int = 0  # character offset of the opener in the decoded text
     end: int = 0  # character offset just after the closer line (and its newline)
-    shadowed_block_line: int = 0  # a real block uv ignores because of an earlier stray tag
+    shadowed_block_line: int = 0  # a real block uv ignores, because of `shadowed_by`
+    shadowed_by: str = ""  # "bom" (the file starts with one) or "tag" (an earlier stray tag)
 
     @property
     def dependencies(self) -> list[str] | None:
@@ -80,6 +82,21 @@ class ScriptMetadata:
     @property
     def tool_uv(self) -> dict[str, Any]:
         return self.tool.get("uv", {})
+
+    def ignored_block(self, name: str) -> MetadataError | None:
+        """Why uv ignores the block at `shadowed_block_line`, as the error a run raises."""
+        if not self.shadowed_block_line:
+            return None
+        if self.shadowed_by == "bom":
+            why = "the file starts with a UTF-8 byte-order mark, right before `# /// script`"
+            fix = "save the file as UTF-8 without a byte-order mark"
+        else:
+            why = "`# /// script` appears earlier in the file where it does not start a line"
+            fix = "remove or rewrite the earlier `# /// script` text"
+        return MetadataError(
+            f"{name}:{self.shadowed_block_line}", f"uv ignores this metadata block because {why}",
+            hint=fix,
+        )  # fmt: skip
 
     def line_of(self, needle: str) -> int:
         """The file line of the first block line containing `needle`, else the opener's line."""
@@ -213,12 +230,15 @@ def _reject_second_block(rest: list[str], name: str, closer_line: int) -> None:
 
 
 def _absent_with_shadow(content: bytes, index: int) -> ScriptMetadata:
-    """No metadata (uv's rule), but remember a complete block later on, which uv ignores."""
-    text = content.decode("utf-8", errors="replace")
-    for match in _ANY_BLOCK.finditer(text.replace("\r\n", "\n")):
+    """No metadata (uv's rule), but remember a complete block uv ignores: one right after a
+    byte-order mark, or one after a stray tag."""
+    by_bom = index == len(BOM) and content.startswith(BOM)
+    text = content.decode("utf-8", errors="replace").removeprefix("\ufeff").replace("\r\n", "\n")
+    for match in _ANY_BLOCK.finditer(text):
         if match.group("type") == "script":
-            line = text.replace("\r\n", "\n").count("\n", 0, match.start()) + 1
-            return ScriptMetadata(found=False, shadowed_block_line=line)
+            line = text.count("\n", 0, match.start()) + 1
+            return ScriptMetadata(found=False, shadowed_block_line=line,
+                                  shadowed_by="bom" if by_bom else "tag")  # fmt: skip
     return ScriptMetadata(found=False)
 
 

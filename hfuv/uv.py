@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hfuv.errors import UvError, UvNotFoundError
@@ -76,17 +78,62 @@ def run_uv(
     merged.setdefault("UV_NO_PROGRESS", "1")
     result = subprocess.run(argv, cwd=cwd, env=merged, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
-        raise UvError(f"`uv {' '.join(args[:2])}` failed: {summarize_errors(result.stderr)}")
+        raise UvError(
+            f"`uv {' '.join(args[:2])}` failed: {summarize_errors(result.stderr)}",
+            detail=transcript(argv, result.stderr),
+        )
     return result
 
 
-def summarize_errors(stderr: str) -> str:
-    """uv's own error text, without progress lines, on one line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for index, line in enumerate(lines):
+@dataclass(frozen=True)
+class UvFailure:
+    """uv's error chain: its `error:` line and each `cause:` under it (continuations joined)."""
+
+    error: str
+    causes: tuple[str, ...] = ()
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return (self.error, *self.causes)
+
+
+_CAUSE = re.compile(r"^\s*(?:cause:|Caused by:|╰─▶)\s*")
+
+
+def parse_failure(stderr: str) -> UvFailure:
+    """The error chain in uv's stderr (progress, warnings and hints before or after it dropped)."""
+    items: list[str] = []
+    for line in stderr.splitlines():
         if line.startswith("error:"):
-            return " ".join(lines[index:])[len("error:") :].strip()
-    return " ".join(lines[-3:]) or "no output"
+            items = [line[len("error:") :].strip()]
+        elif items and _CAUSE.match(line):
+            items.append(_CAUSE.sub("", line).strip())
+        elif items and line.startswith((" ", "\t")) and line.strip():
+            items[-1] += "\n" + line.strip()
+        elif items and line.strip():
+            break  # `hint:` and whatever follows the chain
+    if not items:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        return UvFailure(" ".join(lines[-3:]) or "no output")
+    return UvFailure(items[0], tuple(items[1:]))
+
+
+def summarize_errors(stderr: str, limit: int = 200) -> str:
+    """uv's error and its innermost cause, on one line of at most `limit` characters."""
+    failure = parse_failure(stderr)
+    text = failure.error
+    if failure.causes:
+        text += f": {failure.causes[-1].splitlines()[0]}"
+    return shorten(text, limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def transcript(argv: Sequence[str], stderr: str) -> str:
+    """What `HFUV_DEBUG=1` shows of a failed uv command: the command and all it printed."""
+    return f"$ {' '.join(argv)}\n{stderr}"
 
 
 def pyenv_versions(environ: Mapping[str, str]) -> Path:

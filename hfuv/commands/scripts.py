@@ -240,6 +240,7 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def check(script: str, as_json: bool, **params: Any) -> None:
     """Show what SCRIPT declares and what would run. Resolves and installs nothing."""
+    from hfuv import uv_table
     from hfuv.job import inspect_script, lock_status
     from hfuv.payload import default_image
     from hfuv.uv import uv_version
@@ -249,11 +250,9 @@ def check(script: str, as_json: bool, **params: Any) -> None:
     config = inspection.config
     status = lock_status(inspection)
     warnings = list(config.warnings)
-    if meta.shadowed_block_line:
-        warnings.append(
-            f"{inspection.source.name}:{meta.shadowed_block_line}: uv ignores this metadata "
-            "block because `# /// script` appears earlier where it does not start a line"
-        )
+    ignored = meta.ignored_block(inspection.source.name)
+    if ignored:
+        warnings.append(f"{ignored.message}; {ignored.hint}")
     if status == "stale":
         warnings.append(
             f"{inspection.source.name}.lock is out of date; `hfuv run` will refuse it until you "
@@ -285,6 +284,11 @@ def check(script: str, as_json: bool, **params: Any) -> None:
         "metadata_found": meta.found,
         "dependencies": meta.dependencies,
         "with": list(params.get("with_deps", ())),  # locked with the dependencies
+        "tool_uv": {  # what the lock and the job will reach: indexes, sources, settings
+            "indexes": uv_table.indexes(meta),
+            "sources": uv_table.sources(meta),
+            "settings": uv_table.settings(meta),
+        },
         "command": inspection.source.command,
         "requires_python": meta.requires_python,
         "python": inspection.python,
@@ -316,6 +320,17 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     row("dependencies", ", ".join(deps) if deps else "none")
     if report["with"]:
         row("with", ", ".join(report["with"]), "--with")
+    name = report["script"]
+    for item in report["tool_uv"]["indexes"]:
+        rest = ", ".join(f"{k}={json.dumps(v)}" for k, v in item.items()
+                         if k not in ("kind", "url", "line"))  # fmt: skip
+        row(item["kind"], f"{item['url']}{f' ({rest})' if rest else ''}", f"{name}:{item['line']}")
+    for item in report["tool_uv"]["sources"]:
+        entry = ", ".join(f"{k}={json.dumps(v)}" for k, v in item.items()
+                          if k not in ("package", "line"))  # fmt: skip
+        row("source", f"{item['package']}: {entry}", f"{name}:{item['line']}")
+    for key, item in report["tool_uv"]["settings"].items():
+        row("uv setting", f"{key} = {json.dumps(item['value'])}", f"{name}:{item['line']}")
     python_text = report["python"] or "none of 3.9-3.14 satisfies requires-python"
     row("python", python_text, "chosen" if not config.python else config.origin("python"))
     row("image", report["image"], config.origin("image"))
