@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from hfuv import __version__
 from hfuv.auth import find_hf_token
@@ -72,6 +73,25 @@ def split_job_ref(ref: str, namespace: str | None) -> tuple[str | None, str]:
     return namespace, ref
 
 
+def checked_endpoint(value: str, source: str) -> str:
+    """The Jobs API base URL `value` (from `source`: --endpoint or HF_ENDPOINT), normalised;
+    a value that is not an http(s) URL is a usage error, before any request is tried."""
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        try:
+            return str(httpx.URL(value.strip())).rstrip("/")
+        except httpx.InvalidURL:
+            pass
+    if "://" in value:
+        fix = "use an https:// URL (or http://127.0.0.1:PORT for an hfuv server)"
+    else:
+        host = value.split("/")[0].rsplit(":", 1)[0].strip("[]").lower()
+        local = host == "localhost" or host.startswith("127.") or host == "::1"
+        setting = "pass --endpoint " if source == "--endpoint" else "set HF_ENDPOINT="
+        fix = f"{setting}{'http' if local else 'https'}://{value.strip()}"
+    raise UsageError(f"{source} {value!r} is not an http:// or https:// URL", hint=fix)
+
+
 class JobsClient:
     def __init__(
         self,
@@ -85,7 +105,12 @@ class JobsClient:
     ) -> None:
         environ = os.environ if environ is None else environ
         self.on_retry = on_retry or _say
-        self.endpoint = (endpoint or environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        if endpoint:
+            self.endpoint = checked_endpoint(endpoint, "--endpoint")
+        elif environ.get("HF_ENDPOINT"):
+            self.endpoint = checked_endpoint(environ["HF_ENDPOINT"], "HF_ENDPOINT")
+        else:
+            self.endpoint = DEFAULT_ENDPOINT
         self.token = find_hf_token(environ, token)
         headers = {"user-agent": f"hfuv/{__version__}"}
         if self.token:
