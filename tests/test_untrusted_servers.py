@@ -9,6 +9,7 @@ bounds, generous for a loaded machine, not benchmarks.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -183,4 +184,221 @@ def test_an_endpoint_without_a_scheme_is_a_usage_error_at_once(other: FakeHost) 
     hardware = hfuv("hardware", env={"HF_ENDPOINT": "localhost:1", "HF_TOKEN": TOKEN})
     assert hardware.code == 2, "not hidden behind the built-in catalog"
     assert one_error_line(hardware).endswith("(hint: set HF_ENDPOINT=http://localhost:1)")
+    assert other.requests == []
+
+
+def test_a_limit_set_to_nonsense_is_a_usage_error(host: RawHost) -> None:
+    result = hfuv("ps", "--namespace", "me", env=api_env(host, HFUV_HTTP_DEADLINE="soon"))
+    assert result.code == 2
+    assert one_error_line(result) == (
+        "error: HFUV_HTTP_DEADLINE='soon' is not a positive number "
+        "(hint: unset it, or set it like HFUV_HTTP_DEADLINE=120)"
+    )
+    assert host.requests == []
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "slow",
+    [
+        pytest.param(JSON_HEAD + b"X-Slow: ", id="headers"),
+        pytest.param(JSON_HEAD + b"Content-Length: 1000\r\n\r\n[", id="body"),
+    ],
+)
+def test_a_slowloris_api_server_is_cut_off_at_the_deadline(host: RawHost, slow: bytes) -> None:
+    host.routes["/api/jobs/me"] = trickle(slow)
+    result, took = timed("ps", "--namespace", "me", env=api_env(host, HFUV_HTTP_DEADLINE="3"))
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"error: {host.url} took more than 3s to answer GET /api/jobs/me (HFUV_HTTP_DEADLINE) "
+        "(hint: the server is stuck or very slow; retry later, or raise HFUV_HTTP_DEADLINE)"
+    )
+    assert 3 <= took < 20
+    assert host.paths() == ["/api/jobs/me?stage=RUNNING&stage=SCHEDULING"], "tried once"
+
+
+def test_a_log_stream_that_trickles_after_the_end_is_given_up(host: RawHost) -> None:
+    host.routes["/api/jobs/me/job1"] = json_answer(COMPLETED)
+    host.routes["/api/jobs/me/job1/logs"] = trickle(SSE_HEAD + b'data: {"data": "', every=0.2)
+    result, took = timed("logs", "-f", "me/job1", env=api_env(host, HFUV_LOG_SILENCE="1"))
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: the stream from {host.url} sent no line for 1s (HFUV_LOG_SILENCE), though "
+        "the job has ended"
+    )
+    assert took < 20
+    assert len(host.paths("/api/jobs/me/job1/logs")) == 2, "the last pass is redone once"
+
+
+def test_keep_alives_keep_a_quiet_log_stream_open(host: RawHost) -> None:
+    """A job may be quiet for longer than the silence limit; the server's keep-alives say the
+    stream is alive, so it is not cut (only blank lines would not count)."""
+
+    def quiet_then_done(request: Recorded, out: BinaryIO) -> None:
+        out.write(SSE_HEAD + b'data: {"data": "start"}\n\n')
+        for _ in range(8):
+            time.sleep(0.5)
+            out.write(b": keep-alive\n\n")
+        out.write(b'data: {"data": "done"}\n\n')
+
+    host.routes["/api/jobs/me/job1"] = json_answer(COMPLETED)
+    host.routes["/api/jobs/me/job1/logs"] = quiet_then_done
+    result = hfuv("logs", "-f", "me/job1", env=api_env(host, HFUV_LOG_SILENCE="1.5"))
+    assert result.code == 0, result.stderr
+    assert result.stdout == "start\ndone\n"
+    assert len(host.paths("/api/jobs/me/job1/logs")) == 1
+
+
+# --- size ------------------------------------------------------------------------------------
+
+
+def test_a_huge_declared_answer_is_refused_unread(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = flood(JSON_HEAD + b"Content-Length: 5000000000\r\n\r\n[", b" ")
+    result, took = timed("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"error: {host.url} answered GET /api/jobs/me with more than 100 MiB "
+        "(HFUV_MAX_RESPONSE_MB) (hint: raise HFUV_MAX_RESPONSE_MB if so big an answer is "
+        "expected, else check HF_ENDPOINT)"
+    )
+    assert took < 20
+
+
+def test_an_endless_answer_is_cut_at_the_limit(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = flood(JSON_HEAD + b"\r\n[", b" " * 65536)
+    env = api_env(host, HFUV_MAX_RESPONSE_MB="2")
+    result, took = timed("ps", "--namespace", "me", env=env)
+    assert result.code == 1
+    assert "answered GET /api/jobs/me with more than 2 MiB (HFUV_MAX_RESPONSE_MB)" in (
+        one_error_line(result)
+    )
+    assert took < 20
+    assert host.sent < 64 * 1024 * 1024, "the client stopped reading"
+
+
+def test_a_compressed_answer_is_bounded_by_its_decoded_size(host: RawHost) -> None:
+    body = gzip.compress(b"[" + b" " * (200 * 1024 * 1024) + b"]", compresslevel=1)
+    host.routes["/api/jobs/me"] = answer(200, body, Content_Type="application/json",
+                                         Content_Encoding="gzip")  # fmt: skip
+    result, took = timed("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert "with more than 100 MiB (HFUV_MAX_RESPONSE_MB)" in one_error_line(result)
+    assert took < 30
+
+
+def test_an_endless_log_line_is_refused(host: RawHost) -> None:
+    host.routes["/api/jobs/me/job1"] = json_answer(RUNNING)
+    host.routes["/api/jobs/me/job1/logs"] = flood(SSE_HEAD + b'data: {"data": "', b"x" * 65536)
+    env = api_env(host, HFUV_MAX_LOG_LINE_MB="1")
+    result, took = timed("logs", "-f", "me/job1", env=env)
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"error: {host.url} sent a line longer than 1 MiB on GET /api/jobs/me/job1/logs "
+        "(HFUV_MAX_LOG_LINE_MB) (hint: raise HFUV_MAX_LOG_LINE_MB if the job writes such lines)"
+    )
+    assert took < 20
+    assert host.sent < 64 * 1024 * 1024
+    assert len(host.paths("/api/jobs/me/job1/logs")) == 1, "not retried"
+
+
+def test_a_long_log_line_passes_the_default_limit(host: RawHost) -> None:
+    line = "y" * (3 * 1024 * 1024)
+    events = SSE_HEAD + b"".join(
+        b"data: " + json.dumps({"data": text}).encode() + b"\n\n" for text in ("a", line, "b")
+    )
+    host.routes["/api/jobs/me/job1"] = json_answer(COMPLETED)
+    host.routes["/api/jobs/me/job1/logs"] = lambda request, out: out.write(events)
+    result = hfuv("logs", "-f", "me/job1", env=api_env(host))
+    assert result.code == 0, result.stderr
+    assert result.stdout == f"a\n{line}\nb\n"
+
+
+def test_an_answer_that_is_not_json_is_one_clear_line(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = answer(200, b"<html>login</html>", Content_Type="text/html")
+    host.routes["/api/whoami-v2"] = json_answer({"nickname": "no name here"})
+    result = hfuv("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: {host.url} answered GET /api/jobs/me with something that is not JSON "
+        "(text/html: '<html>login</html>')"
+    )
+    whoami = hfuv("ps", env=api_env(host))
+    assert whoami.code == 1
+    assert one_error_line(whoami).startswith(f"error: {host.url} answered whoami without a user")
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+def paged(host: RawHost, next_cursor: Callable[[int], str | None]) -> Route:
+    """A page of one job per cursor, linking to the cursor `next_cursor` gives."""
+
+    def route(request: Recorded, out: BinaryIO) -> None:
+        cursor = int(request.path.partition("cursor=")[2] or 0)
+        after = next_cursor(cursor)
+        link = {"Link": f'<{host.url}/api/jobs/me?cursor={after}>; rel="next"'} if after else {}
+        json_answer([{"id": f"job{cursor}", "status": {"stage": "RUNNING"}}], **link)(request, out)
+
+    return route
+
+
+def test_a_page_loop_is_caught_at_once(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = paged(host, lambda cursor: "2" if cursor != 2 else "1")
+    result, took = timed("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: the job list from {host.url} loops: page 4 links back to an earlier page"
+    )
+    assert len(host.requests) == 3
+    assert took < 20
+
+
+def test_endless_pages_stop_at_the_page_limit(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = paged(host, lambda cursor: str(cursor + 1))
+    result = hfuv("ps", "--namespace", "me", env=api_env(host, HFUV_MAX_PAGES="5"))
+    assert result.code == 1
+    assert one_error_line(result) == (
+        f"error: the job list from {host.url} has more than 5 pages (HFUV_MAX_PAGES) "
+        "(hint: narrow it (--label, --status) or raise HFUV_MAX_PAGES)"
+    )
+    assert len(host.requests) == 5
+
+
+def test_pages_within_the_limit_are_all_listed(host: RawHost) -> None:
+    host.routes["/api/jobs/me"] = paged(
+        host, lambda cursor: str(cursor + 1) if cursor < 4 else None
+    )
+    result = hfuv("ps", "--json", "--namespace", "me", env=api_env(host, HFUV_MAX_PAGES="5"))
+    assert result.code == 0, result.stderr
+    assert [job["id"] for job in result.json()] == [f"job{n}" for n in range(5)]
+
+
+@pytest.mark.parametrize("elsewhere", ["other host", "https on the same port"])
+def test_a_page_link_to_another_host_gets_no_request(
+    host: RawHost, other: FakeHost, elsewhere: str
+) -> None:
+    target = other.url if elsewhere == "other host" else host.url.replace("http:", "https:")
+    link = f'<{target}/api/jobs/me?cursor=1>; rel="next"'
+    host.routes["/api/jobs/me"] = json_answer([RUNNING], Link=link)
+    result = hfuv("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: {host.url} linked the next page of jobs to {target}, which is not the "
+        "endpoint; hfuv sends the token only to the endpoint"
+    )
+    assert host.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert len(host.requests) == 1
+    assert other.requests == [], "the other host never heard from hfuv"
+
+
+def test_an_api_redirect_is_not_followed(host: RawHost, other: FakeHost) -> None:
+    host.routes["/api/jobs/me"] = answer(307, b"", Location=f"{other.url}/api/jobs/me")
+    result = hfuv("ps", "--namespace", "me", env=api_env(host))
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: {host.url} redirected GET /api/jobs/me (307) to {other.url}; hfuv does not "
+        "follow redirects from the Jobs API"
+    )
     assert other.requests == []
