@@ -21,7 +21,7 @@ from typing import BinaryIO
 import pytest
 
 from tests.conftest import Result, hfuv
-from tests.helpers import FakeHost, Recorded
+from tests.helpers import FakeHost, Recorded, Reply
 
 TOKEN = "hf_canary_token_value"
 GH_TOKEN = "gh_canary_token_value"
@@ -402,3 +402,92 @@ def test_an_api_redirect_is_not_followed(host: RawHost, other: FakeHost) -> None
         "follow redirects from the Jobs API"
     )
     assert other.requests == []
+
+
+# --- script downloads ----------------------------------------------------------------------
+
+
+def test_a_slowloris_script_host_is_cut_off_at_the_deadline(host: RawHost) -> None:
+    host.routes["/slow.py"] = trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n#")
+    env = {"HF_TOKEN": TOKEN, "HFUV_HTTP_DEADLINE": "3"}
+    result, took = timed("check", f"{host.url}/slow.py", env=env)
+    assert result.code == 1
+    assert one_error_line(result).startswith(
+        f"error: fetching {host.url}/slow.py took more than 3s (HFUV_HTTP_DEADLINE)"
+    )
+    assert 3 <= took < 20
+
+
+def test_a_script_redirect_to_another_host_drops_the_token(host: RawHost, other: FakeHost) -> None:
+    """The Hub redirects downloads to a CDN: the token goes to the Hub only, not to the CDN."""
+    host.routes["/org/repo/resolve/main/job.py"] = answer(302, b"", Location=f"{other.url}/cdn")
+    other.routes["/cdn"] = Reply(200, SCRIPT)
+    env = {"HF_ENDPOINT": host.url, "HF_TOKEN": TOKEN}
+    result = hfuv("check", "--json", f"{host.url}/org/repo/blob/main/job.py", env=env)
+    assert result.code == 0, result.stderr
+    assert result.json()["script"] == "job.py"
+    assert host.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert [r.path for r in other.requests] == ["/cdn"]
+    assert TOKEN not in str(other.requests)
+
+
+def test_a_gist_api_redirect_elsewhere_drops_the_github_token(
+    host: RawHost, other: FakeHost
+) -> None:
+    host.routes["/api/gists/abc"] = answer(301, b"", Location=f"{other.url}/gists/abc")
+    files = {"t.py": {"filename": "t.py", "content": SCRIPT.decode(), "truncated": False}}
+    other.routes["/gists/abc"] = Reply.json({"files": files, "history": []})
+    env = {"HFUV_GITHUB_API_URL": f"{host.url}/api", "GITHUB_TOKEN": GH_TOKEN, "HF_TOKEN": TOKEN}
+    result = hfuv("check", "--json", "https://gist.github.com/someone/abc", env=env)
+    assert result.code == 0, result.stderr
+    assert host.requests[0].headers["authorization"] == f"Bearer {GH_TOKEN}"
+    assert GH_TOKEN not in str(other.requests) and TOKEN not in str(other.requests)
+
+
+def test_a_redirect_loop_ends(host: RawHost) -> None:
+    host.routes["/a.py"] = answer(302, b"", Location="/b.py")
+    host.routes["/b.py"] = answer(302, b"", Location="/a.py")
+    result, took = timed("check", f"{host.url}/a.py", env={})
+    assert result.code == 1
+    assert one_error_line(result).startswith(f"error: {host.url}/a.py redirects more than 10")
+    assert len(host.requests) == 11
+    assert took < 20
+
+
+@pytest.mark.parametrize("status", [200, 401])
+def test_the_hub_over_plain_http_gets_no_token(other: FakeHost, status: int) -> None:
+    """`http://huggingface.co/...` would carry the token in cleartext: it goes without. The
+    request is seen by an HTTP proxy on 127.0.0.1, as it would be by anyone on the path."""
+    url = "http://huggingface.co/org/repo/resolve/main/job.py"
+    other.routes[url] = Reply(status, SCRIPT if status == 200 else b"no", {})
+    env = {"HF_TOKEN": TOKEN, "HTTP_PROXY": other.url, "http_proxy": other.url,
+           "NO_PROXY": "", "no_proxy": ""}  # fmt: skip
+    result = hfuv("check", url, env=env)
+    assert [r.path for r in other.requests] == [url]
+    assert TOKEN not in str(other.requests)
+    if status == 200:
+        assert result.code == 0, result.stderr
+    else:
+        assert result.code == 1
+        assert one_error_line(result).endswith(
+            "(hint: use https://: hfuv sends HF_TOKEN to the Hub only over https)"
+        )
+
+
+def test_which_urls_the_hf_token_goes_to() -> None:
+    """The rule behind the tests above, also for what no test here can serve: the Hub over TLS."""
+    from hfuv.sources import _Fetcher
+
+    fetcher = _Fetcher({"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://127.0.0.1:8790"})
+
+    def gets_token(url: str) -> bool:
+        return fetcher._hf_credential.headers_for(url) == {"Authorization": f"Bearer {TOKEN}"}
+
+    fetcher.close()
+    for url in ("https://huggingface.co/o/r/resolve/main/a.py", "https://hf.co/a.py",
+                "https://HuggingFace.co:443/a.py", "http://127.0.0.1:8790/a.py"):  # fmt: skip
+        assert gets_token(url), url
+    for url in ("http://huggingface.co/a.py", "https://huggingface.co:8443/a.py",
+                "https://cdn-lfs.huggingface.co/a.py", "https://huggingface.co.evil.example/a.py",
+                "https://127.0.0.1:8790/a.py", "http://127.0.0.1:8791/a.py"):  # fmt: skip
+        assert not gets_token(url), url
