@@ -3,6 +3,10 @@
 Endpoint from `--endpoint` / `HF_ENDPOINT`; token from `--token` > `HF_TOKEN` > the saved login;
 namespace from `--namespace` or whoami (cached per token and endpoint). HTTP failures become
 typed errors that say what to do.
+
+The server is not trusted further than that: the token goes to the endpoint only (never to a
+page link or a redirect elsewhere), and every answer is bounded in time and size
+(`hfuv.limits`), so a broken or hostile server ends a command with one clear line.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from hfuv import __version__
 from hfuv.auth import find_hf_token
 from hfuv.cache import cache_dir
 from hfuv.errors import HfuvError, UsageError
 from hfuv.lean_httpx import httpx
+from hfuv.limits import Deadline, Limits, bound_sockets, mib, read_capped
 from hfuv.retry import Backoff
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -44,6 +50,10 @@ class AmbiguousError(JobsApiError):
 
 class AuthError(JobsApiError):
     pass
+
+
+class LimitError(JobsApiError):
+    """The server sent more, or more slowly, than hfuv takes; trying again would not help."""
 
 
 class JobNotFoundError(JobsApiError):
@@ -72,6 +82,25 @@ def split_job_ref(ref: str, namespace: str | None) -> tuple[str | None, str]:
     return namespace, ref
 
 
+def checked_endpoint(value: str, source: str) -> str:
+    """The Jobs API base URL `value` (from `source`: --endpoint or HF_ENDPOINT), normalised;
+    a value that is not an http(s) URL is a usage error, before any request is tried."""
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        try:
+            return str(httpx.URL(value.strip())).rstrip("/")
+        except httpx.InvalidURL:
+            pass
+    if "://" in value:
+        fix = "use an https:// URL (or http://127.0.0.1:PORT for an hfuv server)"
+    else:
+        host = value.split("/")[0].rsplit(":", 1)[0].strip("[]").lower()
+        local = host == "localhost" or host.startswith("127.") or host == "::1"
+        setting = "pass --endpoint " if source == "--endpoint" else "set HF_ENDPOINT="
+        fix = f"{setting}{'http' if local else 'https'}://{value.strip()}"
+    raise UsageError(f"{source} {value!r} is not an http:// or https:// URL", hint=fix)
+
+
 class JobsClient:
     def __init__(
         self,
@@ -80,12 +109,18 @@ class JobsClient:
         token: str | None = None,
         environ: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
-        timeout: float = 30.0,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.on_retry = on_retry or _say
-        self.endpoint = (endpoint or environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        if endpoint:
+            self.endpoint = checked_endpoint(endpoint, "--endpoint")
+        elif environ.get("HF_ENDPOINT"):
+            self.endpoint = checked_endpoint(environ["HF_ENDPOINT"], "HF_ENDPOINT")
+        else:
+            self.endpoint = DEFAULT_ENDPOINT
+        self.limits = Limits.from_environ(environ)
+        self._deadline = Deadline()
         self.token = find_hf_token(environ, token)
         headers = {"user-agent": f"hfuv/{__version__}"}
         if self.token:
@@ -93,13 +128,14 @@ class JobsClient:
         self._http = httpx.Client(
             base_url=self.endpoint,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=10.0),
+            timeout=httpx.Timeout(self.limits.timeout, connect=min(10.0, self.limits.timeout)),
             transport=transport,
             # Plain http (hfuv server on this machine) needs no certificates: loading them is a
             # third of a short command's time. Redirects are never followed, so TLS is only
             # ever used, and then verified, for an https endpoint.
             verify=not self.endpoint.startswith("http://"),
         )
+        bound_sockets(self._http, self._deadline)
 
     def close(self) -> None:
         self._http.close()
@@ -141,7 +177,11 @@ class JobsClient:
         while True:
             failure, retry_after, ambiguous = None, None, False
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._exchange(method, path, **kwargs)
+            except LimitError as exc:
+                if idempotent:
+                    raise
+                raise AmbiguousError(exc.message, status=exc.status, hint=exc.hint) from None
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 failure = f"cannot reach {self.endpoint} ({type(exc).__name__})"
             except httpx.HTTPError as exc:
@@ -149,8 +189,10 @@ class JobsClient:
                 ambiguous = True
             else:
                 status = response.status_code
-                if status < 400:
+                if status < 300:
                     return response
+                if status < 400:
+                    raise self._redirected(response, method, path)
                 if status == 429 or status >= 500:
                     failure = f"{self.endpoint} answered {status} to {method} {path}"
                     retry_after = response.headers.get("retry-after")
@@ -172,6 +214,57 @@ class JobsClient:
             self.on_retry(f"{failure}; retrying in {delay:.1f}s ({backoff.tried}/"
                           f"{backoff.attempts - 1})")  # fmt: skip
             time.sleep(delay)
+
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request and its whole answer, within the request deadline and the size limit."""
+        with self._deadline.within(self.limits.deadline):
+            try:
+                with self._http.stream(method, path, **kwargs) as response:
+                    self._read_all(response, method, path)
+            except httpx.TimeoutException:
+                if self._deadline.expired():
+                    raise self._too_slow(method, path) from None
+                raise
+        return response
+
+    def _read_all(self, response: httpx.Response, method: str, path: str) -> None:
+        if read_capped(response, self.limits.max_response) is None:
+            raise LimitError(
+                f"{self.endpoint} answered {method} {path} with more than "
+                f"{mib(self.limits.max_response)} (HFUV_MAX_RESPONSE_MB)",
+                hint="raise HFUV_MAX_RESPONSE_MB if so big an answer is expected, "
+                "else check HF_ENDPOINT",
+            )
+
+    def _too_slow(self, method: str, path: str) -> LimitError:
+        return LimitError(
+            f"{self.endpoint} took more than {self.limits.deadline:g}s to answer "
+            f"{method} {path} (HFUV_HTTP_DEADLINE)",
+            hint="the server is stuck or very slow; retry later, or raise HFUV_HTTP_DEADLINE",
+        )
+
+    def _redirected(self, response: httpx.Response, method: str, path: str) -> JobsApiError:
+        target = _joined(response.url, response.headers.get("location", ""))
+        return JobsApiError(
+            f"{self.endpoint} redirected {method} {path} ({response.status_code}) to "
+            f"{_origin_of(target)}; hfuv does not follow redirects from the Jobs API, so the "
+            "token stays with the endpoint",
+            status=response.status_code,
+            hint="if that server is the Jobs API you meant, set HF_ENDPOINT to it",
+        )
+
+    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise JobsApiError(
+                f"{self.endpoint} answered {method} {path} with something that is not "
+                f"JSON ({kind}: {response.text[:60]!r})",
+                status=599,
+                hint="check that HF_ENDPOINT is a Jobs API (https://huggingface.co or an hfuv "
+                "server)",
+            ) from None
 
     def _error(self, response: httpx.Response, method: str, path: str) -> JobsApiError:
         status = response.status_code
@@ -201,7 +294,10 @@ class JobsClient:
         return JobsApiError(f"{where} was refused ({status}): {detail}", status=status)
 
     def _get_json(self, path: str, **kwargs: Any) -> Any:
-        return self._request("GET", path, **kwargs).json()
+        return self._json(self._request("GET", path, **kwargs), "GET", path)
+
+    def _post_json(self, path: str, **kwargs: Any) -> Any:
+        return self._json(self._request("POST", path, **kwargs), "POST", path)
 
     # --- the API ---------------------------------------------------------------------------
 
@@ -220,7 +316,11 @@ class JobsClient:
             return json.loads(cached.read_text())["name"]
         except (OSError, ValueError, KeyError):
             pass
-        name = self.whoami()["name"]
+        answer = self.whoami()
+        name = answer.get("name") if isinstance(answer, dict) else None
+        if not isinstance(name, str) or not name:
+            raise JobsApiError(f"{self.endpoint} answered whoami without a user name", status=599,
+                               hint="check HF_ENDPOINT, or pass --namespace")  # fmt: skip
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps({"name": name}))
@@ -237,7 +337,7 @@ class JobsClient:
         backoff = Backoff()
         while True:
             try:
-                return self._request("POST", f"/api/jobs/{namespace}", json=body).json()
+                return self._post_json(f"/api/jobs/{namespace}", json=body)
             except AmbiguousError as exc:
                 if key is None:
                     raise
@@ -263,21 +363,58 @@ class JobsClient:
         self, namespace: str, *, stages: tuple[str, ...] = (), labels: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
         params = [("stage", s.upper()) for s in stages] + [("label", lab) for lab in labels]
-        response = self._request("GET", f"/api/jobs/{namespace}", params=params)
-        jobs = list(response.json())
+        path = f"/api/jobs/{namespace}"
+        response = self._request("GET", path, params=params)
+        jobs = self._page(response, path)
+        seen = {str(response.url)}
         while "next" in response.links:
-            response = self._request("GET", response.links["next"]["url"])
-            jobs.extend(response.json())
+            path = self._next_page(response, seen)
+            response = self._request("GET", path)
+            jobs.extend(self._page(response, path))
         return jobs
+
+    def _page(self, response: httpx.Response, path: str) -> list[dict[str, Any]]:
+        page = self._json(response, "GET", path)
+        if not isinstance(page, list):
+            raise JobsApiError(f"{self.endpoint} answered GET {path} with a "
+                               f"{type(page).__name__}, not a list of jobs", status=599,
+                               hint="check HF_ENDPOINT")  # fmt: skip
+        return page
+
+    def _next_page(self, response: httpx.Response, seen: set[str]) -> str:
+        """The path of the page a `Link: rel=next` names: on this endpoint, new, and in bounds.
+
+        Following a link elsewhere would hand the token to whoever the link names.
+        """
+        url = _joined(response.url, response.links["next"].get("url", ""))
+        if not url.startswith(self.endpoint + "/"):
+            raise JobsApiError(
+                f"{self.endpoint} linked the next page of jobs to {_origin_of(url)}, which is not "
+                "the endpoint; hfuv sends the token only to the endpoint",
+                status=599,
+                hint="check HF_ENDPOINT; the server's pagination points elsewhere",
+            )
+        if url in seen:
+            raise LimitError(f"the job list from {self.endpoint} loops: page {len(seen) + 1} "
+                             "links back to an earlier page",
+                             hint="the server's pagination is broken; retry later")  # fmt: skip
+        if len(seen) >= self.limits.max_pages:
+            raise LimitError(
+                f"the job list from {self.endpoint} has more than {self.limits.max_pages} pages "
+                "(HFUV_MAX_PAGES)",
+                hint="narrow it (--label, --status) or raise HFUV_MAX_PAGES",
+            )
+        seen.add(url)
+        return url[len(self.endpoint) :]
 
     def cancel_job(self, namespace: str, job_id: str) -> None:
         self._request("POST", f"/api/jobs/{namespace}/{job_id}/cancel")
 
     def duplicate_job(self, namespace: str, job_id: str) -> dict[str, Any]:
-        return self._request("POST", f"/api/jobs/{namespace}/{job_id}/duplicate").json()
+        return self._post_json(f"/api/jobs/{namespace}/{job_id}/duplicate")
 
     def create_schedule(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/api/scheduled-jobs/{namespace}", json=body).json()
+        return self._post_json(f"/api/scheduled-jobs/{namespace}", json=body)
 
     def list_schedules(self, namespace: str) -> list[dict[str, Any]]:
         return self._get_json(f"/api/scheduled-jobs/{namespace}")
@@ -293,7 +430,7 @@ class JobsClient:
         return self._request("POST", f"/api/scheduled-jobs/{namespace}/{schedule_id}/{action}")
 
     def create_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", "/api/settings/webhooks", json=body).json()["webhook"]
+        return self._post_json("/api/settings/webhooks", json=body)["webhook"]
 
     def list_webhooks(self) -> list[dict[str, Any]]:
         return self._get_json("/api/settings/webhooks")
@@ -302,18 +439,19 @@ class JobsClient:
         self._request("DELETE", f"/api/settings/webhooks/{webhook_id}")
 
     def toggle_webhook(self, webhook_id: str, action: str) -> dict[str, Any]:
-        return self._request("POST", f"/api/settings/webhooks/{webhook_id}/{action}").json()
+        return self._post_json(f"/api/settings/webhooks/{webhook_id}/{action}")
 
     def hardware(self, *, patient: bool = True) -> list[dict[str, Any]]:
         """The flavors and prices; `patient=False` tries once (callers have a fallback)."""
-        return self._request("GET", "/api/jobs/hardware", attempts=6 if patient else 1).json()
+        return self._get_json("/api/jobs/hardware", attempts=6 if patient else 1)
 
     def stream_logs(
         self, namespace: str, job_id: str, *, tail: int | None = None
     ) -> Iterator[list[dict[str, Any]]]:
         """One pass over the log stream, in batches as they arrive, until it closes."""
         params = {"tail": tail} if tail is not None else None
-        yield from self._sse(f"/api/jobs/{namespace}/{job_id}/logs", params=params, read=120.0)
+        path = f"/api/jobs/{namespace}/{job_id}/logs"
+        yield from self._sse(path, params=params, silence=self.limits.silence)
 
     def follow_logs(
         self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
@@ -335,6 +473,7 @@ class JobsClient:
         last: dict[str, Any] | None = None
         first = True
         failures = 0
+        ended = False
         while True:
             skip_until_last = last is not None and tail is not None
             position = 0
@@ -356,10 +495,18 @@ class JobsClient:
                         yield fresh
                 clean = True
             except JobsApiError as exc:
-                failures += 0 if exc.status == QUIET_STREAM else 1
-                permanent = exc.status is not None and exc.status < 500 and exc.status != 429
+                quiet = exc.status == QUIET_STREAM
+                failures += 0 if quiet else 1
+                permanent = isinstance(exc, LimitError) or (
+                    exc.status is not None and exc.status < 500 and exc.status != 429
+                )
                 if permanent or failures > MAX_STREAM_FAILURES:
                     raise
+                if quiet and ended:  # the pass redone after the end: that stream never closes
+                    raise JobsApiError(f"{exc.message} (HFUV_LOG_SILENCE), though the job has "
+                                       "ended", status=599, hint="the last lines may be missing; "
+                                       "raise HFUV_LOG_SILENCE if the server is just slow"
+                                       ) from None  # fmt: skip
                 if exc.status != QUIET_STREAM:
                     self.on_retry(f"the log stream broke ({exc.message}); reconnecting")
                 time.sleep(min(10.0, 2.0 ** (failures - 1)))
@@ -375,31 +522,59 @@ class JobsClient:
                 time.sleep(1.0)
 
     def metrics(self, namespace: str, job_id: str) -> Iterator[dict[str, Any]]:
-        for batch in self._sse(f"/api/jobs/{namespace}/{job_id}/metrics", read=15.0):
+        for batch in self._sse(f"/api/jobs/{namespace}/{job_id}/metrics", silence=15.0):
             yield from batch
 
     def _sse(
-        self, path: str, *, params: dict[str, Any] | None = None, read: float
+        self, path: str, *, params: dict[str, Any] | None = None, silence: float
     ) -> Iterator[list[dict[str, Any]]]:
-        """`data: {...}` events of a Server-Sent Events stream, a batch per network read."""
+        """`data: {...}` events of a Server-Sent Events stream, a batch per network read.
+
+        The answer's headers must come within the request deadline; after that, the stream may
+        go `silence` seconds without a line (an event or a keep-alive), and no line may be
+        longer than the line limit.
+        """
         if not self.token:
             raise AuthError("no Hugging Face token", hint="set HF_TOKEN or run `hf auth login`")
-        timeout = httpx.Timeout(30.0, connect=10.0, read=read)
+        timeout = httpx.Timeout(
+            self.limits.timeout, connect=min(10.0, self.limits.timeout), read=silence
+        )
         pending = b""
+        opened, started = False, time.monotonic()
         try:
-            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
-                if response.status_code >= 400:
-                    response.read()
+            with (
+                self._deadline.within(self.limits.deadline),
+                self._http.stream("GET", path, params=params, timeout=timeout) as response,
+            ):
+                if response.status_code >= 300:
+                    self._read_all(response, "GET", path)
+                    if response.status_code < 400:
+                        raise self._redirected(response, "GET", path)
                     raise self._error(response, "GET", path)
+                opened = True
+                self._deadline.restart(silence)
                 for chunk in response.iter_bytes():
                     *lines, pending = (pending + chunk).split(b"\n")
+                    if len(pending) > self.limits.max_line:
+                        raise LimitError(
+                            f"{self.endpoint} sent a line longer than {mib(self.limits.max_line)} "
+                            f"on GET {path} (HFUV_MAX_LOG_LINE_MB)",
+                            hint="raise HFUV_MAX_LOG_LINE_MB if the job writes such lines",
+                        )
                     batch = _events([line for line in lines if line.startswith(b"data: {")])
                     if batch:
                         yield batch
-        except httpx.ReadTimeout:
-            # Nothing, not even a keep-alive, for a while: reconnect, without counting a failure.
-            raise JobsApiError("the log stream went quiet", status=QUIET_STREAM) from None
+                    if batch or any(line.strip() for line in lines):
+                        self._deadline.restart(silence)  # after the yield: the reader's time
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException) and opened:
+                # No line, not even a keep-alive, for a while: reconnect, not counted as a failure.
+                raise JobsApiError(f"the stream from {self.endpoint} sent no line for "
+                                   f"{silence:g}s", status=QUIET_STREAM) from None  # fmt: skip
+            if isinstance(exc, httpx.TimeoutException) and (
+                time.monotonic() - started >= self.limits.deadline
+            ):
+                raise self._too_slow("GET", path) from None
             raise JobsApiError(
                 f"the stream from {self.endpoint} broke: {type(exc).__name__}", status=599
             ) from None
@@ -424,6 +599,20 @@ def _event(payload: bytes) -> dict[str, Any]:
         return json.loads(payload)
     except ValueError:
         raise JobsApiError("a log event was cut short", status=599) from None
+
+
+def _joined(base: httpx.URL, link: str) -> str:
+    """`link` (from a header) made absolute against `base`; as it is when it is not a URL."""
+    try:
+        return str(base.join(link))
+    except httpx.InvalidURL:
+        return link
+
+
+def _origin_of(url: str) -> str:
+    """`scheme://host[:port]` of `url`: where a link or redirect points, without its path."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else repr(url)
 
 
 def _say(message: str) -> None:

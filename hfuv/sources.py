@@ -3,7 +3,9 @@
 A SCRIPT is a local path, `-` (stdin), an http(s) URL, a gist page, a GitHub `blob` page or a
 Hugging Face Hub `blob`/`raw` page. Remote content is hashed and cached by sha256; what ships is
 always the content fetched at submit time, never the URL. The Hugging Face token goes only to
-Hugging Face hosts (and the configured `HF_ENDPOINT`), the GitHub token only to the GitHub API.
+Hugging Face hosts over https (and to the configured `HF_ENDPOINT`, as given), the GitHub token
+only to the GitHub API; redirects are followed by hand, so a redirect elsewhere goes without a
+token. Every fetch keeps to the limits of `hfuv.limits` (time) and MAX_SCRIPT_BYTES.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
 MAX_SCRIPT_BYTES = 10 * 1024 * 1024
+MAX_REDIRECTS = 10
 DEFAULT_GITHUB_API = "https://api.github.com"
 DEFAULT_GITHUB_RAW = "https://raw.githubusercontent.com"
 HF_HOSTS = ("huggingface.co", "hf.co")
@@ -79,7 +83,6 @@ def load(
     gist_file: str | None = None,
     sha256: str | None = None,
     cache: Path | None = None,
-    timeout: float | None = None,
 ) -> ScriptSource:
     """Resolve a SCRIPT argument to its content."""
     environ = os.environ if environ is None else environ
@@ -100,7 +103,7 @@ def load(
         if cached.is_file():
             name = (cache / "sources" / f"{sha256.lower()}.name").read_text().strip()
             return _make(cached.read_bytes(), name, _public_origin(script))
-    fetcher = _Fetcher(environ, timeout or float(environ.get("HFUV_HTTP_TIMEOUT", "30")))
+    fetcher = _Fetcher(environ)
     try:
         source = fetcher.fetch(script, gist_file)
     finally:
@@ -184,19 +187,46 @@ def _host(url: str) -> str:
     return f"{parsed.hostname}:{parsed.port}" if parsed.port else (parsed.hostname or "")
 
 
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+def _origin(url: str) -> Origin:
+    parsed = urlsplit(url)
+    scheme = parsed.scheme.lower()
+    try:
+        port = parsed.port or (443 if scheme == "https" else 80)
+    except ValueError:  # not a port number: a URL no token goes to
+        return ("", "", 0)
+    return scheme, (parsed.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class _Credential:
+    """A token and the only origins it may be sent to."""
+
+    token: str | None
+    origins: frozenset[Origin]
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        if self.token and _origin(url) in self.origins:
+            return {"Authorization": f"Bearer {self.token}"}
+        return {}
+
+
 class _Fetcher:
-    def __init__(self, environ: Mapping[str, str], timeout: float) -> None:
+    def __init__(self, environ: Mapping[str, str]) -> None:
         from hfuv.lean_httpx import httpx
+        from hfuv.limits import Deadline, Limits, bound_sockets
 
         self.environ = environ
-        self.timeout = timeout
+        self.limits = Limits.from_environ(environ)
+        self.deadline = Deadline()
         self.api = environ.get("HFUV_GITHUB_API_URL", DEFAULT_GITHUB_API).rstrip("/")
         self.raw = environ.get("HFUV_GITHUB_RAW_URL", DEFAULT_GITHUB_RAW).rstrip("/")
         self.client = httpx.Client(
-            follow_redirects=True,
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": "hfuv"},
+            timeout=httpx.Timeout(self.limits.timeout), headers={"User-Agent": "hfuv"}
         )
+        bound_sockets(self.client, self.deadline)
 
     def close(self) -> None:
         self.client.close()
@@ -216,16 +246,20 @@ class _Fetcher:
         return self._plain(url, origin=url, name=segments[-1] if segments else "script.py")
 
     def _plain(self, url: str, *, origin: str, name: str) -> ScriptSource:
-        content = self._get(url, token=self._hf_token_for(url))
+        content = self._request(url, credential=self._hf_credential)
         _reject_html(content, origin)
         return _make(content, name, _public_origin(origin))
 
-    def _hf_token_for(self, url: str) -> str | None:
-        if _host(url).lower() not in hf_hosts(self.environ):
-            return None
+    @cached_property
+    def _hf_credential(self) -> _Credential:
+        """The HF token, for the Hub over https and for HF_ENDPOINT as given."""
         from hfuv.auth import find_hf_token
 
-        return find_hf_token(self.environ)
+        origins = {("https", host, 443) for host in HF_HOSTS}
+        endpoint = self.environ.get("HF_ENDPOINT")
+        if endpoint and urlsplit(endpoint).hostname:
+            origins.add(_origin(endpoint))
+        return _Credential(find_hf_token(self.environ), frozenset(origins))
 
     def _gist(
         self, url: str, segments: list[str], fragment: str, gist_file: str | None
@@ -233,10 +267,10 @@ class _Fetcher:
         gist_id = segments[1] if len(segments) >= 2 else segments[0]
         revision_path = f"/{segments[2]}" if len(segments) >= 3 else ""
         api_url = f"{self.api}/gists/{gist_id}{revision_path}"
-        token = self.environ.get("GITHUB_TOKEN")
+        github = _Credential(self.environ.get("GITHUB_TOKEN"), frozenset({_origin(self.api)}))
         body = self._request(
             api_url,
-            token=token,
+            credential=github,
             headers={"Accept": "application/vnd.github+json"},
             github=True,
         )
@@ -249,7 +283,7 @@ class _Fetcher:
         entry = files[chosen]
         content_text = entry.get("content")
         if entry.get("truncated") or content_text is None:
-            content = self._get(entry["raw_url"], token=None)
+            content = self._request(entry["raw_url"])
         else:
             content = content_text.encode("utf-8")
         history = gist.get("history") or []
@@ -258,43 +292,54 @@ class _Fetcher:
         origin = _public_origin(url)
         return _make(content, chosen, origin, revision=revision)
 
-    def _get(self, url: str, *, token: str | None) -> bytes:
-        return self._request(url, token=token)
-
     def _request(
         self,
         url: str,
         *,
-        token: str | None,
+        credential: _Credential | None = None,
         headers: dict[str, str] | None = None,
         github: bool = False,
     ) -> bytes:
-        from hfuv.lean_httpx import httpx
+        """The body of GET `url`, redirects followed, within one deadline and MAX_SCRIPT_BYTES.
 
-        request_headers = dict(headers or {})
-        if token:
-            request_headers["Authorization"] = f"Bearer {token}"
-        public = _public_origin(url)
+        Each hop gets the token only if it is one of the token's origins.
+        """
+        from hfuv.lean_httpx import httpx
+        from hfuv.limits import mib, read_capped
+
+        asked = public = _public_origin(url)
+        started = time.monotonic()
         try:
-            with self.client.stream("GET", url, headers=request_headers) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _raise_for_status(response, public, github=github)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > MAX_SCRIPT_BYTES:
+            with self.deadline.within(self.limits.deadline):
+                for _ in range(MAX_REDIRECTS + 1):
+                    public = _public_origin(url)
+                    sent = {
+                        **(headers or {}),
+                        **(credential.headers_for(url) if credential else {}),
+                    }
+                    with self.client.stream("GET", url, headers=sent) as response:
+                        if response.is_redirect:
+                            url = _redirect_target(response, public)
+                            continue
+                        if response.status_code >= 300:
+                            _raise_for_status(response, public, github=github)
+                        content = read_capped(response, MAX_SCRIPT_BYTES)
+                    if content is None:
                         raise SourceError(
-                            f"{public} is larger than {MAX_SCRIPT_BYTES // (1024 * 1024)} MiB; "
-                            "that is not a script hfuv can ship",
+                            f"{public} is larger than {mib(MAX_SCRIPT_BYTES)}; that is not a "
+                            "script hfuv can ship",
                             hint="ship data with a volume, not in the script",
                         )
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                    return content
         except httpx.TimeoutException:
+            if time.monotonic() - started >= self.limits.deadline:
+                raise SourceError(
+                    f"fetching {asked} took more than {self.limits.deadline:g}s "
+                    "(HFUV_HTTP_DEADLINE)",
+                    hint="the server is stuck or very slow; retry, or raise HFUV_HTTP_DEADLINE",
+                ) from None
             raise SourceError(
-                f"timed out after {self.timeout:g}s fetching {public}",
+                f"timed out after {self.limits.timeout:g}s fetching {public}",
                 hint="check the network, or raise HFUV_HTTP_TIMEOUT",
             ) from None
         except httpx.HTTPError as exc:
@@ -302,6 +347,17 @@ class _Fetcher:
                 f"could not fetch {public}: {type(exc).__name__}: {exc}",
                 hint="check the URL and the network",
             ) from None
+        except httpx.InvalidURL as exc:
+            raise SourceError(f"{public} is not a URL hfuv can fetch: {exc}") from None
+        raise SourceError(f"{asked} redirects more than {MAX_REDIRECTS} times",
+                          hint="check the URL")  # fmt: skip
+
+
+def _redirect_target(response: httpx.Response, public: str) -> str:
+    target = str(response.url.join(response.headers["location"]))
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise SourceError(f"{public} redirects to {_public_origin(target)}, not an http(s) URL")
+    return target
 
 
 def _raise_for_status(response: httpx.Response, public: str, *, github: bool) -> None:
@@ -320,17 +376,25 @@ def _raise_for_status(response: httpx.Response, public: str, *, github: bool) ->
             if github
             else "wait and retry",
         )
+    cleartext_hub = response.url.scheme == "http" and response.url.host in HF_HOSTS
     if status == 404:
         raise SourceError(
             f"not found (HTTP 404): {public}",
-            hint="check the URL; private gists and repos need GITHUB_TOKEN or HF_TOKEN",
+            hint=_HTTPS_ONLY
+            if cleartext_hub
+            else "check the URL; private gists and repos need GITHUB_TOKEN or HF_TOKEN",
         )
     if status in (401, 403):
         raise SourceError(
             f"access denied (HTTP {status}): {public}",
-            hint="set GITHUB_TOKEN for GitHub or HF_TOKEN for Hugging Face if it is private",
+            hint=_HTTPS_ONLY
+            if cleartext_hub
+            else "set GITHUB_TOKEN for GitHub or HF_TOKEN for Hugging Face if it is private",
         )
     raise SourceError(f"HTTP {status} fetching {public}", hint="retry later")
+
+
+_HTTPS_ONLY = "use https://: hfuv sends HF_TOKEN to the Hub only over https"
 
 
 def _reject_html(content: bytes, origin: str) -> None:

@@ -26,7 +26,7 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
     from hfuv.client import JobsClient
     from hfuv.costs import remember_hardware
     from hfuv.display import catalog_as_api, hardware_table
-    from hfuv.errors import HfuvError
+    from hfuv.errors import HfuvError, UsageError
     from hfuv.flavors import CATALOG
 
     try:
@@ -34,6 +34,8 @@ def hardware(as_json: bool, endpoint: str | None, token: str | None) -> None:
             items = client.hardware(patient=False)
         with suppress(KeyError, TypeError, ValueError):  # teaches hfuv flavors newer than it
             remember_hardware(client.endpoint, items)
+    except UsageError:  # a bad --endpoint or setting is the user's to fix, not a fallback's
+        raise
     except HfuvError as exc:
         status(f"note: using the built-in catalog ({exc.message})")
         items = catalog_as_api(list(CATALOG.values()))
