@@ -13,6 +13,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from hfuv import __version__
@@ -26,6 +28,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 MAX_STREAM_FAILURES = 5
 QUIET_STREAM = 598  # a status of our own: a read timeout on a log stream
+REPLAY_QUIET_SECONDS = 5.0  # not following: this long without a line means the replay is done
+CAUGHT_UP = b": caught-up"  # hfuv server's mark after the replay, before new lines
 SUBMISSION_LABEL = "hfuv-submission"
 SUBMISSION_GROUP_LABEL = "hfuv-submission-group"
 
@@ -309,11 +313,21 @@ class JobsClient:
         return self._request("GET", "/api/jobs/hardware", attempts=6 if patient else 1).json()
 
     def stream_logs(
-        self, namespace: str, job_id: str, *, tail: int | None = None
+        self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
     ) -> Iterator[list[dict[str, Any]]]:
-        """One pass over the log stream, in batches as they arrive, until it closes."""
+        """One pass over the log stream, in batches as they arrive.
+
+        Following, the pass lasts until the server closes the stream (when the job has ended).
+        Not following, it ends once the server has sent the lines it had, as `hf jobs logs`
+        does: at the first line logged more than 1 s after the response's Date, after 5 s
+        without a line, or at once at hfuv server's `: caught-up` mark.
+        """
         params = {"tail": tail} if tail is not None else None
-        yield from self._sse(f"/api/jobs/{namespace}/{job_id}/logs", params=params, read=120.0)
+        path = f"/api/jobs/{namespace}/{job_id}/logs"
+        if follow:
+            yield from self._sse(path, params=params, read=120.0)
+        else:
+            yield from self._sse(path, params=params, read=REPLAY_QUIET_SECONDS, replay=True)
 
     def follow_logs(
         self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
@@ -340,7 +354,9 @@ class JobsClient:
             position = 0
             clean = False
             try:
-                for batch in self.stream_logs(namespace, job_id, tail=tail if first else None):
+                for batch in self.stream_logs(
+                    namespace, job_id, tail=tail if first else None, follow=follow
+                ):
                     fresh = []
                     for event in batch:
                         if skip_until_last:
@@ -379,9 +395,18 @@ class JobsClient:
             yield from batch
 
     def _sse(
-        self, path: str, *, params: dict[str, Any] | None = None, read: float
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        read: float,
+        replay: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
-        """`data: {...}` events of a Server-Sent Events stream, a batch per network read."""
+        """`data: {...}` events of a Server-Sent Events stream, a batch per network read.
+
+        `replay`: only what the server had when asked (see `stream_logs`); a quiet stream
+        then ends the pass instead of failing it.
+        """
         if not self.token:
             raise AuthError("no Hugging Face token", hint="set HF_TOKEN or run `hf auth login`")
         timeout = httpx.Timeout(30.0, connect=10.0, read=read)
@@ -391,18 +416,53 @@ class JobsClient:
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(response, "GET", path)
+                replay_end = _replay_end(response.headers.get("date")) if replay else None
                 for chunk in response.iter_bytes():
                     *lines, pending = (pending + chunk).split(b"\n")
                     batch = _events([line for line in lines if line.startswith(b"data: {")])
+                    later = _first_later(batch, replay_end) if replay_end and batch else None
+                    if later is not None:
+                        batch = batch[:later]
                     if batch:
                         yield batch
+                    if later is not None or (replay and CAUGHT_UP in lines):
+                        return
         except httpx.ReadTimeout:
+            if replay:
+                return
             # Nothing, not even a keep-alive, for a while: reconnect, without counting a failure.
             raise JobsApiError("the log stream went quiet", status=QUIET_STREAM) from None
         except httpx.HTTPError as exc:
             raise JobsApiError(
                 f"the stream from {self.endpoint} broke: {type(exc).__name__}", status=599
             ) from None
+
+
+def _replay_end(date: str | None) -> datetime | None:
+    """1 s after the response's Date (which has 1 s resolution), as `hf jobs logs` stops."""
+    try:
+        moment = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) + timedelta(seconds=1)
+
+
+def _first_later(batch: list[dict[str, Any]], moment: datetime) -> int | None:
+    """The position of the first event logged after `moment`, if any (events are in order)."""
+    if not _logged_after(batch[-1], moment):
+        return None
+    return next(i for i, event in enumerate(batch) if _logged_after(event, moment))
+
+
+def _logged_after(event: dict[str, Any], moment: datetime) -> bool:
+    stamp = event.get("timestamp")
+    try:
+        logged = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    except (AttributeError, ValueError):
+        return False
+    return logged is not None and logged.tzinfo is not None and logged > moment
 
 
 def _events(lines: list[bytes]) -> list[dict[str, Any]]:
