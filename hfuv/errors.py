@@ -89,7 +89,9 @@ def report(exc: HfuvError) -> int:
         import traceback
 
         traceback.print_exc()
+    from hfuv.terminal import safe_message
+
     hint = f" (hint: {exc.hint})" if exc.hint else ""
-    sys.stderr.write(f"error: {exc.message}{hint}\n")
+    sys.stderr.write(safe_message(f"error: {exc.message}{hint}") + "\n")  # may quote the server
     sys.stderr.flush()
     return exc.exit_code

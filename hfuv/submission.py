@@ -11,6 +11,10 @@ from typing import Any
 
 
 def status(message: str) -> None:
+    if not message.isprintable():  # it may quote a job or the server: shown, not obeyed
+        from hfuv.terminal import safe_message
+
+        message = safe_message(message)
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 

@@ -1,10 +1,17 @@
-"""Reading a job's output: `hfuv logs` returns with the lines so far."""
+"""Reading a job's output: `hfuv logs` returns with the lines so far, and what others wrote is
+shown on a terminal, never obeyed by it."""
 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import threading
 import time
+import tty
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -18,8 +25,48 @@ from tests.test_server import api, wait_stage
 
 pytestmark = needs_python("3.12")
 
-
 # A job's line with a title change, a clipboard write, a cursor move and a colour.
+HOSTILE = "\x1b]0;pwned\x07 \x1b]52;c;ZXZpbA==\x07 \x1b[2A \x1b[31mred\x1b[0m end"
+HOSTILE_SHOWN = "\\x1b]0;pwned\\x07 \\x1b]52;c;ZXZpbA==\\x07 \\x1b[2A \x1b[31mred\x1b[0m end"
+HOSTILE_SCRIPT = f"import time\nprint({HOSTILE!r}, flush=True)\n"
+
+
+def run_hfuv(*args: str, env: dict[str, str], terminal: str | None = None,
+             timeout: float = 120) -> tuple[int, bytes, bytes]:  # fmt: skip
+    """Run the CLI with stdout or stderr (`terminal`) on a pseudo-terminal; → code, out, err.
+
+    The terminal is raw, so the bytes read are the bytes hfuv wrote.
+    """
+    streams: dict[str, int] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    master = slave = None
+    if terminal:
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        streams[terminal] = slave
+    process = subprocess.Popen([sys.executable, "-m", "hfuv", *args], env={**os.environ, **env},
+                               stdin=subprocess.DEVNULL, **streams)  # fmt: skip
+    seen = b""
+    if master is not None:
+        os.close(slave)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # every writer has closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+        os.close(master)
+    out, err = process.communicate(timeout=timeout)
+    if terminal == "stdout":
+        out = seen
+    elif terminal == "stderr":
+        err = seen
+    return process.returncode, out, err
+
+
 def sweep_of_one(server: ServerProcess, script: Path) -> tuple[str, str]:
     """A detached sweep with one job; → (sweep id, job id)."""
     result = hfuv("run", str(script), "--detach", "--matrix", "x=1", "--", "{x}", env=server.env())
@@ -122,3 +169,48 @@ def test_logs_stop_where_hf_jobs_logs_stops_on_the_hub(hub: str) -> None:
     ]
     quiet = hfuv("logs", "me/quiet", env=env, timeout=30)
     assert (quiet.code, quiet.stdout, quiet.stderr) == (0, "past 0\npast 1\npast 2\n", "")
+
+
+def test_an_error_quoting_the_server_shows_its_escapes(hub: str) -> None:
+    refused = hfuv("ps", "--namespace", "me", env={"HF_ENDPOINT": hub, "HF_TOKEN": "t"})
+    assert refused.code == 1
+    assert refused.stderr.startswith("error: forbidden: no \\x1b]0;pwned\\x07 access\\x1b[2J")
+    assert "\x1b" not in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+def test_job_output_on_a_terminal_is_shown_not_obeyed(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = write(tmp_path / "hostile.py", HOSTILE_SCRIPT)
+    code, out, err = run_hfuv("run", str(script), env=server.env(), terminal="stdout")
+    assert code == 0, err
+    assert (HOSTILE_SHOWN + "\n").encode() in out
+    assert b"\x07" not in out and b"\x1b]" not in out and b"\x1b[2A" not in out
+    job_id = err.decode().split("job me/")[1].split()[0]
+    code, out, err = run_hfuv("logs", job_id, env=server.env(), terminal="stdout")
+    assert code == 0 and out.endswith((HOSTILE_SHOWN + "\n").encode()), err
+    piped = run_hfuv("logs", job_id, env=server.env())
+    assert piped[0] == 0 and piped[1].endswith((HOSTILE + "\n").encode()), "byte-exact"
+
+
+def test_ps_and_inspect_show_a_jobs_escapes_as_text(server: ServerProcess) -> None:
+    job_id = hfuv("exec", "--detach", "python:3.12", "--", "python3", "-c", "import sys",
+                  "\x1b]0;pwned\x07", env=server.env()).stdout.strip()  # fmt: skip
+    listed = hfuv("ps", "-a", env=server.env())
+    summary = hfuv("inspect", job_id, env=server.env())
+    for shown in (listed, summary):
+        assert shown.code == 0, shown.stderr
+        assert "import sys \\x1b]0;pwned\\x07" in shown.stdout and "\x1b" not in shown.stdout
+    as_json = hfuv("inspect", job_id, "--json", env=server.env()).json()
+    assert as_json["command"][-1] == "\x1b]0;pwned\x07", "JSON keeps the value"
+
+
+def test_the_live_sweep_view_shows_escapes_as_text(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "hostile.py", HOSTILE_SCRIPT + "time.sleep(4)\n")
+    code, out, err = run_hfuv("run", str(script), "--matrix", "x=1", env=server.env(),
+                              terminal="stderr")  # fmt: skip
+    assert code == 0, err
+    assert b"\\x1b]0;pwned\\x07" in err, "the job's last line is in the view"
+    assert b"\x07" not in err and b"\x1b]" not in err and b"\x1b[2A" not in err
+    assert b"\x1b[F\x1b[2K" in err, "the view itself still redraws"
+    assert b"COMPLETED" in out
