@@ -10,7 +10,9 @@ touched: it is the job's bytes, exactly.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 _NOT_SGR = r"|\x1b(?!\[[0-9;:]*m)"  # an escape that does not start a colour (SGR)
 # Logs keep tabs, newlines and carriage returns (progress bars redraw their line with \r).
@@ -41,3 +43,16 @@ def safe_message(text: str) -> str:
 def safe_field(text: str) -> str:
     """One value in a table or summary: every control character is shown."""
     return text if text.isprintable() else _FIELD.sub(_escaped, text)
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (`hfuv logs ID | head`): a normal end, not an error.
+
+    Whatever is still buffered goes to /dev/null, so that no later flush fails on the way out.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

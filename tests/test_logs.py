@@ -1,5 +1,5 @@
-"""Reading a job's output: `hfuv logs` returns with the lines so far, and what others wrote is
-shown on a terminal, never obeyed by it."""
+"""Reading a job's output: `hfuv logs` returns with the lines so far, a closed pipe is a normal
+end, and what others wrote is shown on a terminal, never obeyed by it."""
 
 from __future__ import annotations
 
@@ -214,3 +214,39 @@ def test_the_live_sweep_view_shows_escapes_as_text(server: ServerProcess, tmp_pa
     assert b"\x07" not in err and b"\x1b]" not in err and b"\x1b[2A" not in err
     assert b"\x1b[F\x1b[2K" in err, "the view itself still redraws"
     assert b"COMPLETED" in out
+
+
+def test_a_closed_stdout_ends_logs_quietly(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "many.py", "for i in range(50000):\n    print('line', i)\n")
+    job_id = hfuv("run", str(script), "--detach", env=server.env()).stdout.strip()
+    assert hfuv("wait", job_id, env=server.env()).code == 0
+    logs = subprocess.Popen([sys.executable, "-m", "hfuv", "logs", job_id],
+                            env={**os.environ, **server.env()}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    head = subprocess.run(["head", "-1"], stdin=logs.stdout, capture_output=True, timeout=60)
+    logs.stdout.close()
+    assert head.stdout == b"line 0\n"
+    assert logs.wait(timeout=60) == 0
+    assert logs.stderr.read() == b""
+
+
+def test_run_stops_following_a_closed_stdout_and_leaves_the_job_running(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = write(tmp_path / "busy.py", "import time\nfor i in range(50000):\n"
+                   "    print('line', i)\ntime.sleep(120)\n")  # fmt: skip
+    for attempt in ("first", "replayed"):
+        run = subprocess.Popen([sys.executable, "-m", "hfuv", "run", str(script)],
+                               env={**os.environ, **server.env(), "HFUV_DEBUG": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        head = subprocess.run(["head", "-1"], stdin=run.stdout, capture_output=True, timeout=90)
+        run.stdout.close()
+        assert head.stdout == b"line 0\n"
+        assert run.wait(timeout=60) == 0
+        err = run.stderr.read().decode()
+        assert ("debug: replaying" in err) == (attempt == "replayed"), err
+        job_id = err.split("job me/")[1].split()[0]
+        assert f"stopped following (stdout was closed); job me/{job_id} is still running" in err
+        assert "error" not in err
+        assert api(server, f"/api/jobs/me/{job_id}")[1]["status"]["stage"] == "RUNNING"
+        assert hfuv("cancel", job_id, env=server.env()).code == 0
