@@ -17,9 +17,10 @@ import sys
 _NOT_SGR = r"|\x1b(?!\[[0-9;:]*m)"  # an escape that does not start a colour (SGR)
 # Logs keep tabs, newlines and carriage returns (progress bars redraw their line with \r).
 _LOG = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]" + _NOT_SGR)
+_LOG_SUSPECT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # what _LOG may change
 # Messages (status lines, errors) may span lines, but a \r could overwrite their start.
 _MESSAGE = re.compile(r"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f-\x9f]" + _NOT_SGR)
-# A table cell or a field is one line: nothing passes. Also the quick test for any control.
+# A table cell or a field is one line: nothing passes.
 _FIELD = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -32,7 +33,7 @@ def safe_log(text: str) -> str:
 
     A plain character class finds nothing in most chunks, faster than the full pattern would.
     """
-    return _LOG.sub(_escaped, text) if _FIELD.search(text) else text
+    return _LOG.sub(_escaped, text) if _LOG_SUSPECT.search(text) else text
 
 
 def safe_message(text: str) -> str:
