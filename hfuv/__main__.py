@@ -18,6 +18,11 @@ def main() -> None:
         code = exc.code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # outside click (a replayed run): a closed stdout ends it quietly
+        from hfuv.terminal import stdout_closed
+
+        stdout_closed()
+        code = 0
     except Exception as exc:  # one line, as for hfuv's own errors
         from hfuv.errors import HfuvError, report
 

@@ -25,7 +25,8 @@ RUN_CONTEXT = {
 
 
 class HfuvGroup(click.Group):
-    """Maps hfuv's errors to one `error:` line on stderr and their exit code, in one place."""
+    """Maps hfuv's errors to one `error:` line on stderr and their exit code, in one place,
+    and a closed stdout to a quiet exit 0."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from hfuv.errors import HfuvError, report
@@ -34,6 +35,11 @@ class HfuvGroup(click.Group):
             return super().invoke(ctx)
         except HfuvError as exc:
             ctx.exit(report(exc))
+        except BrokenPipeError:  # `hfuv logs ID | head`: a normal end for a pipe, as for cat
+            from hfuv.terminal import stdout_closed
+
+            stdout_closed()
+            ctx.exit(0)
 
 
 @click.group(cls=HfuvGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,6 +17,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +34,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 MAX_STREAM_FAILURES = 5
 QUIET_STREAM = 598  # a status of our own: a read timeout on a log stream
+REPLAY_QUIET_SECONDS = 5.0  # not following: this long without a line means the replay is done
+CAUGHT_UP = b": caught-up"  # hfuv server's mark after the replay, before new lines
 SUBMISSION_LABEL = "hfuv-submission"
 SUBMISSION_GROUP_LABEL = "hfuv-submission-group"
 
@@ -446,12 +450,21 @@ class JobsClient:
         return self._get_json("/api/jobs/hardware", attempts=6 if patient else 1)
 
     def stream_logs(
-        self, namespace: str, job_id: str, *, tail: int | None = None
+        self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
     ) -> Iterator[list[dict[str, Any]]]:
-        """One pass over the log stream, in batches as they arrive, until it closes."""
+        """One pass over the log stream, in batches as they arrive.
+
+        Following, the pass lasts until the server closes the stream (when the job has ended).
+        Not following, it ends once the server has sent the lines it had, as `hf jobs logs`
+        does: at the first line logged more than 1 s after the response's Date, after 5 s
+        without a line, or at once at hfuv server's `: caught-up` mark.
+        """
         params = {"tail": tail} if tail is not None else None
         path = f"/api/jobs/{namespace}/{job_id}/logs"
-        yield from self._sse(path, params=params, silence=self.limits.silence)
+        if follow:
+            yield from self._sse(path, params=params, silence=self.limits.silence)
+        else:
+            yield from self._sse(path, params=params, silence=REPLAY_QUIET_SECONDS, replay=True)
 
     def follow_logs(
         self, namespace: str, job_id: str, *, tail: int | None = None, follow: bool = True
@@ -479,7 +492,9 @@ class JobsClient:
             position = 0
             clean = False
             try:
-                for batch in self.stream_logs(namespace, job_id, tail=tail if first else None):
+                for batch in self.stream_logs(
+                    namespace, job_id, tail=tail if first else None, follow=follow
+                ):
                     fresh = []
                     for event in batch:
                         if skip_until_last:
@@ -526,13 +541,19 @@ class JobsClient:
             yield from batch
 
     def _sse(
-        self, path: str, *, params: dict[str, Any] | None = None, silence: float
+        self,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        silence: float,
+        replay: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """`data: {...}` events of a Server-Sent Events stream, a batch per network read.
 
         The answer's headers must come within the request deadline; after that, the stream may
         go `silence` seconds without a line (an event or a keep-alive), and no line may be
-        longer than the line limit.
+        longer than the line limit. `replay`: only what the server had when asked (see
+        `stream_logs`); a quiet stream then ends the pass instead of failing it.
         """
         if not self.token:
             raise AuthError("no Hugging Face token", hint="set HF_TOKEN or run `hf auth login`")
@@ -553,6 +574,7 @@ class JobsClient:
                     raise self._error(response, "GET", path)
                 opened = True
                 self._deadline.restart(silence)
+                replay_end = _replay_end(response.headers.get("date")) if replay else None
                 for chunk in response.iter_bytes():
                     *lines, pending = (pending + chunk).split(b"\n")
                     if len(pending) > self.limits.max_line:
@@ -562,12 +584,19 @@ class JobsClient:
                             hint="raise HFUV_MAX_LOG_LINE_MB if the job writes such lines",
                         )
                     batch = _events([line for line in lines if line.startswith(b"data: {")])
+                    later = _first_later(batch, replay_end) if replay_end and batch else None
+                    if later is not None:
+                        batch = batch[:later]
                     if batch:
                         yield batch
+                    if later is not None or (replay and CAUGHT_UP in lines):
+                        return
                     if batch or any(line.strip() for line in lines):
                         self._deadline.restart(silence)  # after the yield: the reader's time
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.TimeoutException) and opened:
+                if replay:
+                    return  # not following: a quiet stream means the replay is done
                 # No line, not even a keep-alive, for a while: reconnect, not counted as a failure.
                 raise JobsApiError(f"the stream from {self.endpoint} sent no line for "
                                    f"{silence:g}s", status=QUIET_STREAM) from None  # fmt: skip
@@ -578,6 +607,33 @@ class JobsClient:
             raise JobsApiError(
                 f"the stream from {self.endpoint} broke: {type(exc).__name__}", status=599
             ) from None
+
+
+def _replay_end(date: str | None) -> datetime | None:
+    """1 s after the response's Date (which has 1 s resolution), as `hf jobs logs` stops."""
+    try:
+        moment = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) + timedelta(seconds=1)
+
+
+def _first_later(batch: list[dict[str, Any]], moment: datetime) -> int | None:
+    """The position of the first event logged after `moment`, if any (events are in order)."""
+    if not _logged_after(batch[-1], moment):
+        return None
+    return next(i for i, event in enumerate(batch) if _logged_after(event, moment))
+
+
+def _logged_after(event: dict[str, Any], moment: datetime) -> bool:
+    stamp = event.get("timestamp")
+    try:
+        logged = datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    except (AttributeError, ValueError):
+        return False
+    return logged is not None and logged.tzinfo is not None and logged > moment
 
 
 def _events(lines: list[bytes]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from hfuv.flavors import Flavor
+from hfuv.terminal import safe_field
 
 
 def redraw(stream: TextIO, text: str, drawn: int) -> int:
@@ -17,6 +18,9 @@ def redraw(stream: TextIO, text: str, drawn: int) -> int:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns; each cell on one line, its control characters shown, not obeyed (job
+    names, messages and labels are anyone's text)."""
+    rows = [[safe_field(cell) for cell in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]  # fmt: skip
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
@@ -83,7 +87,7 @@ def job_summary(job: dict[str, Any], url: str) -> str:
         ("secrets", ", ".join(job.get("secrets") or []) or "-"),
         ("url", url),
     ]
-    return "\n".join(f"{key:<10}{value}" for key, value in lines)
+    return "\n".join(f"{key:<10}{safe_field(value)}" for key, value in lines)
 
 
 def hardware_table(items: list[dict[str, Any]]) -> str:

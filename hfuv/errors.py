@@ -93,7 +93,9 @@ def report(exc: HfuvError) -> int:
         traceback.print_exc()
         if exc.detail:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
+    from hfuv.terminal import safe_message
+
     hint = f" (hint: {exc.hint})" if exc.hint else ""
-    sys.stderr.write(f"error: {exc.message}{hint}\n")
+    sys.stderr.write(safe_message(f"error: {exc.message}{hint}") + "\n")  # may quote the server
     sys.stderr.flush()
     return exc.exit_code

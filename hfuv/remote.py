@@ -31,7 +31,10 @@ class Progress:
 
     def show(self, text: str) -> None:
         if self.live:
-            self.stream.write(f"\r\x1b[2K{text} ({_clock(time.monotonic() - self.started)})")
+            from hfuv.terminal import safe_field
+
+            shown = safe_field(text)  # it holds the server's words (stage, flavor)
+            self.stream.write(f"\r\x1b[2K{shown} ({_clock(time.monotonic() - self.started)})")
             self.stream.flush()
             self.shown = True
 
@@ -107,8 +110,12 @@ def print_logs(
     timestamps: bool = False,
     out: TextIO | None = None,
 ) -> None:
-    """Each log line exactly as the job wrote it (with its timestamp only if asked)."""
+    """Each log line exactly as the job wrote it (with its timestamp only if asked); on a
+    terminal, control sequences other than colours are shown instead of obeyed."""
     out = out or sys.stdout
+    live = out.isatty()
+    if live:
+        from hfuv.terminal import safe_log
     for batch in client.follow_log_batches(namespace, job_id, tail=tail, follow=follow):
         if timestamps:
             text = "".join(f"{e.get('timestamp', '')} {e.get('data', '')}\n" for e in batch
@@ -116,7 +123,7 @@ def print_logs(
         else:
             text = "".join(e.get("data", "") + "\n" for e in batch
                            if not e.get("data", "").startswith(JOB_STARTED))  # fmt: skip
-        out.write(text)
+        out.write(safe_log(text) if live else text)
         out.flush()
 
 
@@ -175,6 +182,7 @@ def follow_sweep(
 
     from hfuv.display import redraw
     from hfuv.sweep import SWEEP_LABEL, latest_per_index
+    from hfuv.terminal import safe_field
 
     stages: dict[str, str] = {}
     last_lines: dict[str, str] = {}
@@ -194,10 +202,10 @@ def follow_sweep(
             stages[job["id"]] = stage
         if live:
             rows = [
-                f"[{index}] {job['id']} {job['status']['stage']:<10} {_duration(job):>7}  "
-                f"{last_lines.get(job['id'], '')[:60]}"
+                safe_field(f"[{index}] {job['id']} {job['status']['stage']:<10} "
+                           f"{_duration(job):>7}  {last_lines.get(job['id'], '')[:60]}")
                 for index, job in jobs.items()
-            ]
+            ]  # fmt: skip
             drawn = redraw(sys.stderr, "\n".join(rows), drawn) if rows else drawn
         done = all(j["status"]["stage"] in TERMINAL_STAGES for j in jobs.values())
         if len(jobs) >= expected and done:

@@ -11,6 +11,10 @@ from typing import Any
 
 
 def status(message: str) -> None:
+    if not message.isprintable():  # it may quote a job or the server: shown, not obeyed
+        from hfuv.terminal import safe_message
+
+        message = safe_message(message)
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 
@@ -64,3 +68,14 @@ def submit(
                 f"  cancel:    hfuv cancel {namespace}/{job_id}"
             )
             return 130
+        except BrokenPipeError:  # `hfuv run … | head`: the reader has what it wanted
+            from contextlib import suppress
+
+            from hfuv.terminal import stdout_closed
+
+            stdout_closed()
+            with suppress(OSError):  # stderr may be the same closed pipe
+                status(f"stopped following (stdout was closed); job {namespace}/{job_id} is "
+                       f"still running: `hfuv logs -f {namespace}/{job_id}` re-attaches, "
+                       f"`hfuv cancel {namespace}/{job_id}` stops it")  # fmt: skip
+            return 0

@@ -85,7 +85,9 @@ def ps(show_all: bool, labels: tuple[str, ...], as_json: bool, sweep: str | None
 def logs(job: str | None, follow: bool, tail: int | None, timestamps: bool, sweep: str | None,
          index: int | None, namespace: str | None, endpoint: str | None,
          token: str | None) -> None:  # fmt: skip
-    """Print a job's log, each line exactly as the job wrote it."""
+    """Print a job's log so far (-f: until it ends), each line as the job wrote it.
+
+    On a terminal, control sequences other than colours are shown as text, not obeyed."""
     from hfuv.errors import UsageError
     from hfuv.remote import print_logs
 

@@ -396,7 +396,11 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> AsyncIterator[bytes]:
-    """The whole log (or its last `tail` lines), then new lines until the job has ended."""
+    """The whole log (or its last `tail` lines), then new lines until the job has ended.
+
+    Once the replay is sent, a `: caught-up` comment says so (clients ignore comments; a
+    client that is not following stops there).
+    """
     lines, offset = state.logs.read(job_id)
     if tail is not None:
         last: deque[bytes] = deque(lines, maxlen=tail)
@@ -405,6 +409,7 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
             last.extend(lines)
         lines = list(last)
     last_sent = time.monotonic()
+    caught_up = False
     while True:
         if lines:
             yield b"".join(b"data: " + line + b"\n\n" for line in lines)
@@ -415,7 +420,10 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
         if ended and not lines:
             return
         if not lines:
-            if time.monotonic() - last_sent >= state.keepalive_seconds:
+            if not caught_up:
+                yield b": caught-up\n\n"
+                caught_up, last_sent = True, time.monotonic()
+            elif time.monotonic() - last_sent >= state.keepalive_seconds:
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
             await asyncio.sleep(state.poll_seconds)
