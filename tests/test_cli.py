@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hfuv import __version__
-from tests.conftest import EXAMPLES, Result, hfuv, write
+from tests.conftest import EXAMPLES, Result, ServerProcess, hfuv, write
 from tests.helpers import FakeHost
 
 HELLO = str(EXAMPLES / "hello.py")
@@ -54,6 +54,8 @@ def one_error_line(result: Result, code: int = 2) -> str:
         (["-s", "NOPE_NOT_SET"], "secret NOPE_NOT_SET is not set in your environment"),
         (["-l", "bad label=x"], "invalid label"),
         (["--name", "a", "-l", "name=b"], "--name and --label name=... both set the job name"),
+        (["--name", "bad name"], "invalid label name=bad name (from --name)"),
+        (["-l", "name=bad name"], "invalid label name=bad name (from --label)"),
         (["-v", "./data:/data"], "unsupported volume './data:/data' (from -v)"),
         (["-v", "hf://datasets/org/ds:/ds:rw"], "dataset volumes are read-only"),
         (["-p", "python3"], "invalid python 'python3' (from --python)"),
@@ -206,4 +208,14 @@ def test_cache_dir_prune_and_clean(tmp_path: Path) -> None:
     assert hfuv("cache", "clean").code == 0 and not cache.exists()
     assert hfuv("run", script, "--local").code == 0
     bad = hfuv("cache", "prune", "--older-than", "soon")
-    assert bad.code == 2 and "invalid timeout 'soon' (from --older-than)" in bad.stderr
+    assert bad.code == 2 and "invalid age 'soon' (from --older-than)" in bad.stderr
+    zero = one_error_line(hfuv("cache", "prune", "--older-than", "0"))
+    assert zero == "error: age must be positive, got '0' (from --older-than)"
+
+
+def test_flavor_suggestions_name_each_flavor_once(server: ServerProcess) -> None:
+    assert hfuv("hardware", env=server.env()).code == 0  # learns the server's flavors too
+    line = one_error_line(hfuv("run", HELLO, "--dry-run", "--flavor", "a10g-smal",
+                               env=server.env()))  # fmt: skip
+    suggested = line.split("did you mean ")[1].rstrip("?)").split(", ")
+    assert suggested[0] == "a10g-small" and len(suggested) == len(set(suggested)) == 3
