@@ -25,7 +25,8 @@ RUN_CONTEXT = {
 
 
 class HfuvGroup(click.Group):
-    """Maps hfuv's errors to one `error:` line on stderr and their exit code, in one place."""
+    """Maps hfuv's errors to one `error:` line on stderr and their exit code, and Ctrl-C to
+    exit 130 (as a shell reports it; click would print `Aborted!` and exit 1), in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from hfuv.errors import HfuvError, report
@@ -34,6 +35,8 @@ class HfuvGroup(click.Group):
             return super().invoke(ctx)
         except HfuvError as exc:
             ctx.exit(report(exc))
+        except (KeyboardInterrupt, click.Abort):
+            ctx.exit(130)
 
 
 @click.group(cls=HfuvGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,27 @@ def test_flavor_suggestions_name_each_flavor_once(server: ServerProcess) -> None
                                env=server.env()))  # fmt: skip
     suggested = line.split("did you mean ")[1].rstrip("?)").split(", ")
     assert suggested[0] == "a10g-small" and len(suggested) == len(set(suggested)) == 3
+
+
+def test_ctrl_c_exits_130_everywhere(server: ServerProcess, tmp_path: Path) -> None:
+    """SIGINT while a command waits (on a job, a sweep, stdin, or as the server) exits 130, as
+    a shell reports an interrupted command; never click's `Aborted!` with exit 1."""
+    sleepy = str(write(tmp_path / "sleepy.py", "import time\ntime.sleep(120)\n"))
+    job = hfuv("run", sleepy, "--detach", env=server.env()).stdout.strip()
+    sweep = hfuv("run", sleepy, "--detach", "--matrix", "x=1", env=server.env()).stdout.strip()
+    other_server = ["server", "--port", "0", "--data-dir", str(tmp_path / "d"), "--token", "u=t"]
+    commands = [["wait", job], ["logs", "-f", job], ["stats", "-f", job],
+                ["sweep", "watch", sweep], ["run", HELLO, "--dry-run", "--env-file", "-"],
+                ["run", sleepy], other_server]  # fmt: skip
+    env = {**os.environ, **server.env()}
+    waiting = [subprocess.Popen([sys.executable, "-m", "hfuv", *command], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for command in commands]  # fmt: skip
+    time.sleep(4)
+    for process in waiting:
+        process.send_signal(signal.SIGINT)
+    for command, process in zip(commands, waiting, strict=True):
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, (command, stderr)
+        assert "Aborted!" not in stderr and "Traceback" not in stderr, (command, stderr)
+    assert hfuv("cancel", job, env=server.env()).code == 0
