@@ -24,6 +24,51 @@ RUN_CONTEXT = {
 }
 
 
+class LaunchCommand(click.Command):
+    """A command that launches a script or a command and passes it the options hfuv does not
+    know, except those that look like a mistake (`hfuv.passthrough`)."""
+
+    def __init__(self, *args: Any, passes_to: str = "script", **kwargs: Any) -> None:
+        super().__init__(*args, context_settings=RUN_CONTEXT, **kwargs)
+        self.passes_to = passes_to
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from hfuv.passthrough import check
+
+        own = {
+            name: not (option.is_flag or option.count)
+            for option in options_of(self.get_params(ctx))
+            for name in option_names(option)
+        }
+        others: dict[str, list[str]] = {}
+        for path, command in launch_commands(cli, "hfuv"):
+            for option in options_of(command.params):
+                for name in option_names(option):
+                    if name not in own:
+                        others.setdefault(name, []).append(path)
+        check(args, own, others, where=ctx.command_path, target=self.passes_to)
+        return super().parse_args(ctx, args)
+
+
+def options_of(params: list[click.Parameter]) -> list[click.Option]:
+    return [param for param in params if isinstance(param, click.Option)]
+
+
+def option_names(option: click.Option) -> list[str]:
+    return [*option.opts, *option.secondary_opts]
+
+
+def launch_commands(group: click.Group, path: str) -> list[tuple[str, LaunchCommand]]:
+    """Every LaunchCommand under `group`, with its full name (`hfuv schedule create`)."""
+    found: list[tuple[str, LaunchCommand]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += launch_commands(command, f"{path} {name}")
+        elif isinstance(command, LaunchCommand):
+            found.append((f"{path} {name}", command))
+    return found
+
+
 class HfuvGroup(click.Group):
     """Maps hfuv's errors to one `error:` line on stderr and their exit code, and Ctrl-C to
     exit 130 (as a shell reports it; click would print `Aborted!` and exit 1), in one place."""

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hfuv.cli import (
-    RUN_CONTEXT,
+    LaunchCommand,
     api_options,
     build_request,
     cli,
@@ -67,7 +67,7 @@ def with_schedule_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@schedule_group.command(name="create", context_settings=RUN_CONTEXT)
+@schedule_group.command(name="create", cls=LaunchCommand)
 @click.argument("schedule")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -93,7 +93,7 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
                     concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
 
 
-@schedule_group.command(name="exec", context_settings=RUN_CONTEXT)
+@schedule_group.command(name="exec", cls=LaunchCommand, passes_to="command")
 @click.argument("schedule")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)

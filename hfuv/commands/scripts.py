@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hfuv.cli import (
-    RUN_CONTEXT,
+    LaunchCommand,
     api_options,
     build_request,
     cli,
@@ -26,7 +26,7 @@ from hfuv.cli import (
 from hfuv.submission import make_client, status
 
 
-@cli.command(context_settings=RUN_CONTEXT)
+@cli.command(cls=LaunchCommand)
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @script_options
@@ -62,8 +62,9 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     `hfuv run --with lighteval lighteval tasks list`.
 
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
-    and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`). A script option whose name
-    hfuv also uses (--name, --timeout, -e, …) must come after `--`.
+    and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`), unless they look like a
+    misspelled hfuv option (`--dryrun`). A script option whose name hfuv also uses (--name,
+    --timeout, -e, …) must come after `--`.
     """
     from hfuv.errors import UsageError
 
@@ -356,7 +357,7 @@ def lock_command(script: str, python: str | None, check_only: bool) -> None:
     click.echo(f"{'wrote' if changed else 'up to date:'} {path}", err=True)
 
 
-@cli.command(name="exec", context_settings=RUN_CONTEXT)
+@cli.command(name="exec", cls=LaunchCommand, passes_to="command")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @script_options
