@@ -97,12 +97,10 @@ def cli() -> None:
     """
 
 
-def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that say where the script comes from and how it is launched."""
+def exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of every job: hardware, limits, environment, labels, volumes, network, cost."""
     decorators = [
         click.option("--flavor", help="Hardware flavor (default cpu-basic; see `hfuv hardware`)."),
-        click.option("--image", help="Docker image (default: the uv image for the chosen Python)."),
-        click.option("-p", "--python", help="Python X.Y, or an interpreter path in the image."),
         click.option("--timeout", help="Maximum duration: seconds or 30m, 1.5h, 2d (default 30m)."),
         click.option("--name", help="Job name (the `name` label)."),
         click.option("--namespace", help="User or organization that runs and pays for the job."),
@@ -119,6 +117,18 @@ def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Alias in the network group."),
         click.option("--max-cost", type=float, envvar="HFUV_MAX_COST", metavar="USD",
                      help="Refuse to submit if the worst case costs more [env: HFUV_MAX_COST]."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`exec_options`, and where the script comes from and what runs it (which a job of an
+    image and a command, `hfuv exec`, does not have)."""
+    decorators = [
+        click.option("--image", help="Docker image (default: the uv image for the chosen Python)."),
+        click.option("-p", "--python", help="Python X.Y, or an interpreter path in the image."),
         click.option("--with", "with_deps", multiple=True, metavar="REQ",
                      help="Extra dependency, locked with the script's own."),
         click.option("--gist-file", metavar="NAME", help="File to run from a multi-file gist."),
@@ -126,7 +136,7 @@ def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for decorator in reversed(decorators):
         func = decorator(func)
-    return func
+    return exec_options(func)
 
 
 def cli_options(params: dict[str, Any]):

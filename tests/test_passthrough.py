@@ -65,6 +65,27 @@ def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:
     assert local.stdout == "['--epochs', '3', '-k', '--loacl', '--detatch']\n"
 
 
+def test_exec_lists_only_what_it_honours() -> None:
+    for command in (["exec"], ["schedule", "exec"]):
+        help_text = hfuv(*command, "--help").stdout
+        assert "--flavor" in help_text and "--env" in help_text
+        for option in ("--with", "--python", "--gist-file", "--sha256", "--image"):
+            assert option not in help_text, (command, option)
+    for given in (["-p", "3.12"], ["--with", "six"], ["--gist-file", "a.py"], ["--sha256", "0"]):
+        line = one_error_line(hfuv("exec", "python:3.12", "--dry-run", *given, "--", "true"))
+        assert line.startswith(f"error: hfuv exec has no option {given[0]} (it is an option of ")
+        assert line.endswith("; to give it to the command, put it after --")
+
+
+def test_run_refuses_options_its_mode_would_ignore(tmp_path: Path) -> None:
+    script = str(write(tmp_path / "s.py", SHOW_ARGS))
+    line = one_error_line(hfuv("run", script, "--dry-run", "--parallel", "4"))
+    assert line == "error: --parallel goes with a sweep (hint: add --matrix or --matrix-file)"
+    for flag in ("--submission-key", "--endpoint", "--token"):
+        line = one_error_line(hfuv("run", script, "--local", flag, "x"))
+        assert line == f"error: {flag} goes with a remote run, not --local"
+
+
 def test_a_recorded_run_is_not_replayed_once_the_commands_change(
     server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from hfuv.cli import (
     build_request,
     cli,
     cli_options,
+    exec_options,
     job_ref,
     max_cost_origin,
     namespace_option,
@@ -97,7 +98,7 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
 @click.argument("schedule")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-@script_options
+@exec_options
 @with_schedule_flags
 @api_options
 def schedule_exec(schedule: str, exec_image: str, command: tuple[str, ...], suspend: bool,

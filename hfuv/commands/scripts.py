@@ -15,6 +15,7 @@ from hfuv.cli import (
     build_request,
     cli,
     cli_options,
+    exec_options,
     max_cost_origin,
     script_options,
     submission_key_option,
@@ -66,6 +67,8 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     misspelled hfuv option (`--dryrun`). A script option whose name hfuv also uses (--name,
     --timeout, -e, …) must come after `--`.
     """
+    from click.core import ParameterSource
+
     from hfuv.errors import UsageError
 
     if local and dry_run:
@@ -74,6 +77,13 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
         raise UsageError("--json goes with --dry-run")
     if detach and (local or dry_run):
         raise UsageError("--detach goes with a remote run, not --local or --dry-run")
+    remote_only = {"--submission-key": submission_key, "--endpoint": endpoint, "--token": token}
+    for flag, value in remote_only.items():
+        if local and value is not None:
+            raise UsageError(f"{flag} goes with a remote run, not --local")
+    given = click.get_current_context().get_parameter_source("parallel")
+    if given is not ParameterSource.DEFAULT and not (matrix or matrix_file):
+        raise UsageError("--parallel goes with a sweep", hint="add --matrix or --matrix-file")
     from hfuv.job import prepare_job
 
     points = None
@@ -360,7 +370,7 @@ def lock_command(script: str, python: str | None, check_only: bool) -> None:
 @cli.command(name="exec", cls=LaunchCommand, passes_to="command")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-@script_options
+@exec_options
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
 @submission_key_option
@@ -375,10 +385,10 @@ def exec_command(exec_image: str, command: tuple[str, ...], dry_run: bool, detac
     from hfuv.payload import build_exec_spec
     from hfuv.plan import resolve, validate_flags
 
-    if params.get("image"):
+    if detach and dry_run:
         from hfuv.errors import UsageError
 
-        raise UsageError("--image does not apply to exec", hint="give the image as IMAGE")
+        raise UsageError("--detach goes with a remote run, not --dry-run")
     options = cli_options(params)
     validate_flags(options)
     config = resolve(options, {}, where="hfuv exec", environ=os.environ)
