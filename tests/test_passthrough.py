@@ -1,4 +1,5 @@
-"""Options hfuv does not know go to the script, unless they look like a mistake."""
+"""Options hfuv does not know go to the script, unless they look like a mistake; and every
+command that creates something remote can show it first (`--dry-run`) without creating it."""
 
 from __future__ import annotations
 
@@ -42,12 +43,74 @@ def test_misspelled_options_are_refused_before_anything_is_sent(
         line = one_error_line(hfuv("run", script, *args, env=server.env()))
         assert line == f"error: {said}{AFTER_DASHES}", args
     schedule = ("schedule", "create", "0 3 * * *", script)
+    line = one_error_line(hfuv(*schedule, "--dry-rn", env=server.env()))
+    assert line == f"error: no such option --dry-rn (did you mean --dry-run?){AFTER_DASHES}"
     for lacking in ("--local", "-d", "--matrix"):
         line = one_error_line(hfuv(*schedule, lacking, "x=1", env=server.env()))
         assert line.startswith(f"error: hfuv schedule create has no option {lacking} (it is an ")
         assert line.endswith(AFTER_DASHES)
     assert remote_state(server) == ([], [], [])
     assert not (Path(os.environ["HFUV_CACHE_DIR"]) / "prepared").exists()  # nothing recorded
+
+
+def test_schedule_create_dry_run_creates_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    script = str(write(tmp_path / "nightly.py", SHOW_ARGS))
+    shown = hfuv("schedule", "create", "0 3 * * *", script, "--dry-run", env=server.env())
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout.startswith(f"POST {server.url}/api/scheduled-jobs/{{namespace}}\n")
+    assert shown.stdout.endswith(" = at most $0.01 per run\n")
+    assert '"<hfuv bootstrap, ' in shown.stdout and '"schedule": "0 3 * * *"' in shown.stdout
+    full = hfuv("schedule", "create", "@daily", script, "--suspend", "--dry-run", "--json",
+                "-s", "KEY=v", "--", "--dry-run", env=server.env())  # fmt: skip
+    assert full.code == 0, full.stderr
+    document = full.json()
+    assert document["body"]["schedule"] == "@daily" and document["body"]["suspend"] is True
+    assert document["body"]["jobSpec"]["command"][3:] == ["--dry-run"]
+    assert document["body"]["jobSpec"]["secrets"] == {"KEY": "***"} and '"v"' not in full.stdout
+    one_error_line(hfuv("schedule", "create", "@daily", script, "--json", env=server.env()))
+    command = hfuv("schedule", "exec", "@daily", "python:3.12", "--dry-run", "--", "true",
+                   env=server.env())  # fmt: skip
+    assert command.code == 0, command.stderr
+    assert command.json()["body"]["jobSpec"]["command"] == ["true"]
+    assert remote_state(server) == ([], [], [])
+
+
+def test_every_creating_command_has_a_dry_run(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "fail_on_one.py", "import sys\nsys.exit(int(sys.argv[1]))\n")
+    sweep = hfuv("run", str(script), "--matrix", "x=0,1", "--detach", "--", "{x}",
+                 env=server.env())  # fmt: skip
+    assert sweep.code == 0, sweep.stderr
+    sweep_id = sweep.stdout.strip()
+    assert hfuv("wait", "--sweep", sweep_id, env=server.env()).code == 1
+    jobs, _, _ = remote_state(server)
+    failed = next(job for job in jobs if job["labels"]["hfuv-v-x"] == "1")
+
+    retry = hfuv("sweep", "retry", sweep_id, "--failed", "--dry-run", env=server.env())
+    assert retry.code == 0, retry.stderr
+    namespace = failed["owner"]["name"]
+    assert retry.stdout == f"POST {server.url}/api/jobs/{namespace}/{failed['id']}/duplicate\n"
+    assert "1 of 2 jobs would be re-submitted" in retry.stderr
+
+    webhook = hfuv("webhook", "create", "--watch", "dataset:org/ds", "--job-id", failed["id"],
+                   "--secret", "hook-secret", "-s", "KEY=v", "--dry-run",
+                   env=server.env())  # fmt: skip
+    assert webhook.code == 0, webhook.stderr
+    assert webhook.json() == {
+        "method": "POST",
+        "url": f"{server.url}/api/settings/webhooks",
+        "body": {"watched": [{"type": "dataset", "name": "org/ds"}],
+                 "domains": ["repo", "discussion"], "jobSourceId": failed["id"],
+                 "secret": "***", "secrets": {"KEY": "***"}},
+    }  # fmt: skip
+    assert "hook-secret" not in webhook.output
+
+    exec_job = hfuv("exec", "python:3.12", "--dry-run", "--", "python", "-c", "print(1)",
+                    env=server.env())  # fmt: skip
+    assert exec_job.code == 0 and exec_job.json()["body"]["command"][-1] == "print(1)"
+    line = one_error_line(hfuv("exec", "python:3.12", "-d", "--dry-run", "--", "true"))
+    assert line == "error: --detach goes with a remote run, not --dry-run"
+    after = remote_state(server)
+    assert [job["id"] for job in after[0]] == [job["id"] for job in jobs] and after[1:] == ([], [])
 
 
 def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:

@@ -175,11 +175,14 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
 
 
 def request_url(endpoint: str | None, namespace: str | None) -> str:
-    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    return f"{base}/api/jobs/{namespace or '{namespace}'}"
+    from hfuv.dryrun import api_url
+
+    return api_url(endpoint, f"/api/jobs/{namespace or '{namespace}'}")
 
 
 def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
+    from hfuv import dryrun
+
     spec = job.spec
     config = job.inspection.config
     url = request_url(endpoint, config.namespace)
@@ -192,19 +195,9 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
                   f"(${config.max_cost:.2f}, {max_cost_origin(config)}); a submission "
                   "would be refused"])  # fmt: skip
     if as_json:
-        document = {"method": "POST", "url": url, "body": spec.redacted(), "estimate": estimate}
-        click.echo(json.dumps(document, indent=2))
+        dryrun.print_request(url, spec.redacted(), estimate)
         return
-    body = spec.redacted()
-    environment = body["environment"]
-    for key in [k for k in environment if k.removeprefix("HFUV_BUNDLE_").isdigit()]:
-        environment[key] = f"<{len(environment[key])} chars of base64: {', '.join(spec.files)}>"
-    lines = body["command"][2].count("\n")
-    body["command"] = [body["command"][0], "-c", f"<hfuv bootstrap, {lines} lines>",
-                       *body["command"][3:]]  # fmt: skip
-    click.echo(f"POST {url}")
-    click.echo(json.dumps(body, indent=2))
-    click.echo(f"estimate: {estimate['summary']}")
+    dryrun.print_readable(url, dryrun.readable_body(spec), estimate["summary"])
     click.echo(
         f"locked: Python {job.env.python}, uv {job.env.uv_version}, "
         f"{len(job.env.locked_packages())} packages ({job.env.lock_origin}); "
@@ -395,9 +388,8 @@ def exec_command(exec_image: str, command: tuple[str, ...], dry_run: bool, detac
     warn(config.warnings)
     spec = build_exec_spec(exec_image, command, config)
     if dry_run:
-        url = request_url(endpoint, config.namespace)
-        document = {"method": "POST", "url": url, "body": spec.redacted(),
-                    "estimate": spec.estimate()}  # fmt: skip
-        click.echo(json.dumps(document, indent=2))
+        from hfuv.dryrun import print_request
+
+        print_request(request_url(endpoint, config.namespace), spec.redacted(), spec.estimate())
         return
     submit(spec, config, endpoint, token, detach=detach, submission_key=submission_key)
