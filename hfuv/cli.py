@@ -24,9 +24,55 @@ RUN_CONTEXT = {
 }
 
 
+class LaunchCommand(click.Command):
+    """A command that launches a script or a command and passes it the options hfuv does not
+    know, except those that look like a mistake (`hfuv.passthrough`)."""
+
+    def __init__(self, *args: Any, passes_to: str = "script", **kwargs: Any) -> None:
+        super().__init__(*args, context_settings=RUN_CONTEXT, **kwargs)
+        self.passes_to = passes_to
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from hfuv.passthrough import check
+
+        own = {
+            name: not (option.is_flag or option.count)
+            for option in options_of(self.get_params(ctx))
+            for name in option_names(option)
+        }
+        others: dict[str, list[str]] = {}
+        for path, command in launch_commands(cli, "hfuv"):
+            for option in options_of(command.params):
+                for name in option_names(option):
+                    if name not in own:
+                        others.setdefault(name, []).append(path)
+        check(args, own, others, where=ctx.command_path, target=self.passes_to)
+        return super().parse_args(ctx, args)
+
+
+def options_of(params: list[click.Parameter]) -> list[click.Option]:
+    return [param for param in params if isinstance(param, click.Option)]
+
+
+def option_names(option: click.Option) -> list[str]:
+    return [*option.opts, *option.secondary_opts]
+
+
+def launch_commands(group: click.Group, path: str) -> list[tuple[str, LaunchCommand]]:
+    """Every LaunchCommand under `group`, with its full name (`hfuv schedule create`)."""
+    found: list[tuple[str, LaunchCommand]] = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += launch_commands(command, f"{path} {name}")
+        elif isinstance(command, LaunchCommand):
+            found.append((f"{path} {name}", command))
+    return found
+
+
 class HfuvGroup(click.Group):
-    """Maps hfuv's errors to one `error:` line on stderr and their exit code, in one place,
-    and a closed stdout to a quiet exit 0."""
+    """Maps hfuv's errors to one `error:` line on stderr and their exit code, Ctrl-C to exit
+    130 (as a shell reports it; click would print `Aborted!` and exit 1), and a closed stdout
+    to a quiet exit 0, in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from hfuv.errors import HfuvError, report
@@ -40,6 +86,8 @@ class HfuvGroup(click.Group):
 
             stdout_closed()
             ctx.exit(0)
+        except (KeyboardInterrupt, click.Abort):
+            ctx.exit(130)
 
 
 @click.group(cls=HfuvGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,12 +103,10 @@ def cli() -> None:
     """
 
 
-def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that say where the script comes from and how it is launched."""
+def exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of every job: hardware, limits, environment, labels, volumes, network, cost."""
     decorators = [
         click.option("--flavor", help="Hardware flavor (default cpu-basic; see `hfuv hardware`)."),
-        click.option("--image", help="Docker image (default: the uv image for the chosen Python)."),
-        click.option("-p", "--python", help="Python X.Y, or an interpreter path in the image."),
         click.option("--timeout", help="Maximum duration: seconds or 30m, 1.5h, 2d (default 30m)."),
         click.option("--name", help="Job name (the `name` label)."),
         click.option("--namespace", help="User or organization that runs and pays for the job."),
@@ -77,6 +123,18 @@ def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Alias in the network group."),
         click.option("--max-cost", type=float, envvar="HFUV_MAX_COST", metavar="USD",
                      help="Refuse to submit if the worst case costs more [env: HFUV_MAX_COST]."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`exec_options`, and where the script comes from and what runs it (which a job of an
+    image and a command, `hfuv exec`, does not have)."""
+    decorators = [
+        click.option("--image", help="Docker image (default: the uv image for the chosen Python)."),
+        click.option("-p", "--python", help="Python X.Y, or an interpreter path in the image."),
         click.option("--with", "with_deps", multiple=True, metavar="REQ",
                      help="Extra dependency, locked with the script's own."),
         click.option("--gist-file", metavar="NAME", help="File to run from a multi-file gist."),
@@ -84,7 +142,7 @@ def script_options(func: Callable[..., Any]) -> Callable[..., Any]:
     ]  # fmt: skip
     for decorator in reversed(decorators):
         func = decorator(func)
-    return func
+    return exec_options(func)
 
 
 def cli_options(params: dict[str, Any]):

@@ -121,7 +121,8 @@ def get_flavor(name: str, *, origin: str = "--flavor") -> Flavor:
     learned = endpoint_flavors()
     if name in learned:
         return learned[name]
-    close = difflib.get_close_matches(name, [*CATALOG, *learned], n=3, cutoff=0.5)
+    names = list(dict.fromkeys([*CATALOG, *learned]))  # an endpoint lists the built-in ones too
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "run `hfuv hardware` for the list"
     raise ConfigError(f"unknown flavor {name!r} (from {origin})", hint=hint)
 

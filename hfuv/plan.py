@@ -87,20 +87,21 @@ class LaunchConfig:
         return self.origins.get(key, "default")
 
 
-def parse_timeout(value: str | int, origin: str) -> int:
-    """`30m`, `1.5h`, `2d`, `3600s` or plain seconds → whole seconds (> 0)."""
+def parse_timeout(value: str | int, origin: str, what: str = "timeout") -> int:
+    """`30m`, `1.5h`, `2d`, `3600s` or plain seconds → whole seconds (> 0); errors call the
+    value `what` (an age, for `--older-than`)."""
     if isinstance(value, bool):
-        raise ConfigError(f"invalid timeout {value!r} (from {origin})", hint="write e.g. 30m")
+        raise ConfigError(f"invalid {what} {value!r} (from {origin})", hint="write e.g. 30m")
     text = str(value).strip()
     match = _TIMEOUT.fullmatch(text)
     if not match:
         raise ConfigError(
-            f"invalid timeout {text!r} (from {origin})",
+            f"invalid {what} {text!r} (from {origin})",
             hint="use seconds or a number with s, m, h or d, e.g. 90m or 1.5h",
         )
     seconds = int(float(match.group(1)) * _UNITS[match.group(2)])
     if seconds <= 0:
-        raise ConfigError(f"timeout must be positive, got {text!r} (from {origin})")
+        raise ConfigError(f"{what} must be positive, got {text!r} (from {origin})")
     return seconds
 
 
@@ -322,7 +323,8 @@ def resolve(
     if name is not None:
         labels["name"], origins["labels.name"] = name, origins["name"]
     for key, value in labels.items():
-        check_label(key, value, _describe(origins[f"labels.{key}"], "--label"))
+        flag = "--name" if key == "name" and options.name is not None else "--label"
+        check_label(key, value, _describe(origins[f"labels.{key}"], flag))
 
     volumes: dict[str, dict[str, Any]] = {}
     for layer_name, layer in layers:

@@ -69,10 +69,14 @@ def signature(path: str) -> tuple[int, ...] | None:
 
 
 def code_files() -> list[str]:
-    """hfuv's own modules: a record made by other code than this is not replayed."""
+    """hfuv's own modules: a record made by other code than this is not replayed. The commands
+    count too: they decide what a command line means and what it refuses."""
     package = os.path.dirname(os.path.abspath(__file__))
-    names = sorted(name for name in os.listdir(package) if name.endswith(".py"))
-    return [package, *(os.path.join(package, name) for name in names)]
+    found = []
+    for folder in (package, os.path.join(package, "commands")):
+        names = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
+        found += [folder, *(os.path.join(folder, name) for name in names)]
+    return found
 
 
 def recordable_inputs(request: Any, job: Any, token: str | None) -> list[str] | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from hfuv import __version__
-from tests.conftest import EXAMPLES, Result, hfuv, write
+from tests.conftest import EXAMPLES, Result, ServerProcess, hfuv, write
 from tests.helpers import FakeHost
 
 HELLO = str(EXAMPLES / "hello.py")
@@ -54,6 +56,8 @@ def one_error_line(result: Result, code: int = 2) -> str:
         (["-s", "NOPE_NOT_SET"], "secret NOPE_NOT_SET is not set in your environment"),
         (["-l", "bad label=x"], "invalid label"),
         (["--name", "a", "-l", "name=b"], "--name and --label name=... both set the job name"),
+        (["--name", "bad name"], "invalid label name=bad name (from --name)"),
+        (["-l", "name=bad name"], "invalid label name=bad name (from --label)"),
         (["-v", "./data:/data"], "unsupported volume './data:/data' (from -v)"),
         (["-v", "hf://datasets/org/ds:/ds:rw"], "dataset volumes are read-only"),
         (["-p", "python3"], "invalid python 'python3' (from --python)"),
@@ -165,7 +169,7 @@ def test_check_shows_what_would_run() -> None:
 
 def test_exec_takes_its_image_as_an_argument() -> None:
     line = one_error_line(hfuv("exec", "--dry-run", "python:3.12", "--image", "x", "--", "true"))
-    assert "--image does not apply to exec" in line
+    assert line.startswith("error: hfuv exec has no option --image (it is an option of ")
     ok = hfuv("exec", "--dry-run", "python:3.12", "--", "python", "-c", "print(1)")
     assert ok.code == 0 and ok.json()["body"]["dockerImage"] == "python:3.12"
     assert ok.json()["body"]["command"] == ["python", "-c", "print(1)"]
@@ -206,4 +210,38 @@ def test_cache_dir_prune_and_clean(tmp_path: Path) -> None:
     assert hfuv("cache", "clean").code == 0 and not cache.exists()
     assert hfuv("run", script, "--local").code == 0
     bad = hfuv("cache", "prune", "--older-than", "soon")
-    assert bad.code == 2 and "invalid timeout 'soon' (from --older-than)" in bad.stderr
+    assert bad.code == 2 and "invalid age 'soon' (from --older-than)" in bad.stderr
+    zero = one_error_line(hfuv("cache", "prune", "--older-than", "0"))
+    assert zero == "error: age must be positive, got '0' (from --older-than)"
+
+
+def test_flavor_suggestions_name_each_flavor_once(server: ServerProcess) -> None:
+    assert hfuv("hardware", env=server.env()).code == 0  # learns the server's flavors too
+    line = one_error_line(hfuv("run", HELLO, "--dry-run", "--flavor", "a10g-smal",
+                               env=server.env()))  # fmt: skip
+    suggested = line.split("did you mean ")[1].rstrip("?)").split(", ")
+    assert suggested[0] == "a10g-small" and len(suggested) == len(set(suggested)) == 3
+
+
+def test_ctrl_c_exits_130_everywhere(server: ServerProcess, tmp_path: Path) -> None:
+    """SIGINT while a command waits (on a job, a sweep, stdin, or as the server) exits 130, as
+    a shell reports an interrupted command; never click's `Aborted!` with exit 1."""
+    sleepy = str(write(tmp_path / "sleepy.py", "import time\ntime.sleep(120)\n"))
+    job = hfuv("run", sleepy, "--detach", env=server.env()).stdout.strip()
+    sweep = hfuv("run", sleepy, "--detach", "--matrix", "x=1", env=server.env()).stdout.strip()
+    other_server = ["server", "--port", "0", "--data-dir", str(tmp_path / "d"), "--token", "u=t"]
+    commands = [["wait", job], ["logs", "-f", job], ["stats", "-f", job],
+                ["sweep", "watch", sweep], ["run", HELLO, "--dry-run", "--env-file", "-"],
+                ["run", sleepy], other_server]  # fmt: skip
+    env = {**os.environ, **server.env()}
+    waiting = [subprocess.Popen([sys.executable, "-m", "hfuv", *command], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for command in commands]  # fmt: skip
+    time.sleep(4)
+    for process in waiting:
+        process.send_signal(signal.SIGINT)
+    for command, process in zip(commands, waiting, strict=True):
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, (command, stderr)
+        assert "Aborted!" not in stderr and "Traceback" not in stderr, (command, stderr)
+    assert hfuv("cancel", job, env=server.env()).code == 0

@@ -10,11 +10,12 @@ from typing import Any
 import click
 
 from hfuv.cli import (
-    RUN_CONTEXT,
+    LaunchCommand,
     api_options,
     build_request,
     cli,
     cli_options,
+    exec_options,
     job_ref,
     max_cost_origin,
     namespace_option,
@@ -30,19 +31,32 @@ def schedule_group() -> None:
 
 
 def create_schedule(spec: Any, config: Any, schedule: str, *, suspend: bool, concurrency: bool,
-                    endpoint: str | None, token: str | None) -> None:  # fmt: skip
+                    dry_run: bool, readable: bool, endpoint: str | None,
+                    token: str | None) -> None:  # fmt: skip
+    """Create the scheduled job; with `dry_run`, print the request instead (for reading when
+    `readable`, else as JSON)."""
     from hfuv import costs
 
+    extra = {"suspend": True} if suspend else {}
+    if concurrency:
+        extra["concurrency"] = True
+    if dry_run:
+        from hfuv import dryrun
+
+        url = dryrun.api_url(endpoint, f"/api/scheduled-jobs/{config.namespace or '{namespace}'}")
+        if readable:
+            body = {"jobSpec": dryrun.readable_body(spec), "schedule": schedule, **extra}
+            dryrun.print_readable(url, body, spec.estimate()["summary"] + " per run")
+        else:
+            body = {"jobSpec": spec.redacted(), "schedule": schedule, **extra}
+            dryrun.print_request(url, body, spec.estimate())
+        return
     with make_client(endpoint, token) as client:
         worst = costs.estimate(client, spec.flavor.name, spec.body["timeoutSeconds"])
         status(f"estimate per run: {worst.summary()}")
         costs.guard(worst, config.max_cost, max_cost_origin(config))
         namespace = client.namespace(config.namespace)
-        body: dict[str, Any] = {"jobSpec": spec.body, "schedule": schedule}
-        if suspend:
-            body["suspend"] = True
-        if concurrency:
-            body["concurrency"] = True
+        body: dict[str, Any] = {"jobSpec": spec.body, "schedule": schedule, **extra}
         created = client.create_schedule(namespace, body)
     status(f"scheduled job {namespace}/{created['id']} created ({schedule}, UTC)")
     click.echo(created["id"])
@@ -58,6 +72,7 @@ schedule_flags = [
     click.option("--suspend", is_flag=True, help="Create it suspended."),
     click.option("--concurrency", is_flag=True,
                  help="Allow a run to start while the previous one is still active."),
+    click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing."),
 ]  # fmt: skip
 
 
@@ -67,22 +82,27 @@ def with_schedule_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@schedule_group.command(name="create", context_settings=RUN_CONTEXT)
+@schedule_group.command(name="create", cls=LaunchCommand)
 @click.argument("schedule")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @script_options
 @click.option("--file", "files", multiple=True, metavar="PATH", help="Ship a file or directory.")
 @with_schedule_flags
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
 @api_options
 def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: bool,
-                    concurrency: bool, endpoint: str | None, token: str | None,
-                    **params: Any) -> None:  # fmt: skip
+                    concurrency: bool, dry_run: bool, as_json: bool, endpoint: str | None,
+                    token: str | None, **params: Any) -> None:  # fmt: skip
     """Run SCRIPT on SCHEDULE. Its bundle and lock are frozen now: every run is the same."""
     from hfuv.job import prepare_job
     from hfuv.plan import validate_flags
     from hfuv.schedules import validate
 
+    if as_json and not dry_run:
+        from hfuv.errors import UsageError
+
+        raise UsageError("--json goes with --dry-run")
     validate(schedule)
     request = build_request(script, args, params)
     validate_flags(request.options)
@@ -90,18 +110,19 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
     job = prepare_job(request)
     warn(job.warnings)
     create_schedule(job.spec, job.inspection.config, schedule, suspend=suspend,
-                    concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
+                    concurrency=concurrency, dry_run=dry_run, readable=not as_json,
+                    endpoint=endpoint, token=token)  # fmt: skip
 
 
-@schedule_group.command(name="exec", context_settings=RUN_CONTEXT)
+@schedule_group.command(name="exec", cls=LaunchCommand, passes_to="command")
 @click.argument("schedule")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-@script_options
+@exec_options
 @with_schedule_flags
 @api_options
 def schedule_exec(schedule: str, exec_image: str, command: tuple[str, ...], suspend: bool,
-                  concurrency: bool, endpoint: str | None, token: str | None,
+                  concurrency: bool, dry_run: bool, endpoint: str | None, token: str | None,
                   **params: Any) -> None:  # fmt: skip
     """Run COMMAND in IMAGE on SCHEDULE."""
     from hfuv.payload import build_exec_spec
@@ -115,7 +136,8 @@ def schedule_exec(schedule: str, exec_image: str, command: tuple[str, ...], susp
     config = resolve(options, {}, where="hfuv schedule exec", environ=os.environ)
     warn(config.warnings)
     create_schedule(build_exec_spec(exec_image, command, config), config, schedule, suspend=suspend,
-                    concurrency=concurrency, endpoint=endpoint, token=token)  # fmt: skip
+                    concurrency=concurrency, dry_run=dry_run, readable=False, endpoint=endpoint,
+                    token=token)  # fmt: skip
 
 
 @schedule_group.command(name="ps")
@@ -214,11 +236,13 @@ def webhook_group() -> None:
     metavar="K[=V]",
     help="Secrets for the triggered jobs (a source job's are not copied).",
 )
+@click.option("--dry-run", is_flag=True, help="Print the request; send nothing.")
 @namespace_option
 @api_options
 def webhook_create(watched: tuple[str, ...], domains: tuple[str, ...], job_id: str,
-                   secret: str | None, secret_items: tuple[str, ...], namespace: str | None,
-                   endpoint: str | None, token: str | None) -> None:  # fmt: skip
+                   secret: str | None, secret_items: tuple[str, ...], dry_run: bool,
+                   namespace: str | None, endpoint: str | None,
+                   token: str | None) -> None:  # fmt: skip
     """Create a webhook that runs a copy of --job-id on each event."""
     from hfuv import envfiles
     from hfuv.errors import UsageError
@@ -234,17 +258,29 @@ def webhook_create(watched: tuple[str, ...], domains: tuple[str, ...], job_id: s
     envfiles.refuse_values_as_names("-s", missing, os.environ)
     if missing:
         raise UsageError(f"secret {missing[0]} is not set in your environment")
-    with make_client(endpoint, token) as client:
-        _, source = job_ref(client, job_id, namespace)
+
+    def body_for(source: str, shown: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "watched": items,
             "domains": list(domains) or ["repo", "discussion"],
             "jobSourceId": source,
         }
         if secret:
-            body["secret"] = secret
+            body["secret"] = "***" if shown else secret
         if values:
-            body["secrets"] = values
+            body["secrets"] = {key: "***" for key in values} if shown else values
+        return body
+
+    if dry_run:
+        from hfuv.client import split_job_ref
+        from hfuv.dryrun import api_url, print_request
+
+        _, source = split_job_ref(job_id, namespace)
+        print_request(api_url(endpoint, "/api/settings/webhooks"), body_for(source, shown=True))
+        return
+    with make_client(endpoint, token) as client:
+        _, source = job_ref(client, job_id, namespace)
+        body = body_for(source)
         webhook = client.create_webhook(body)
         status(f"webhook {webhook['id']} created; events go to "
                f"{client.endpoint}/webhooks/{webhook['id']} on hfuv server")  # fmt: skip

@@ -30,7 +30,7 @@ def cache_prune(older_than: str) -> None:
     from hfuv.cache import prune
     from hfuv.plan import parse_timeout
 
-    files, size = prune(parse_timeout(older_than, "--older-than"))
+    files, size = prune(parse_timeout(older_than, "--older-than", what="age"))
     status(f"removed {files} files ({size / 2**20:.1f} MiB)")
 
 

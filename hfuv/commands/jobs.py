@@ -211,10 +211,11 @@ def sweep_watch(sweep: str, namespace: str | None, endpoint: str | None,
 @sweep_group.command(name="retry")
 @click.argument("sweep")
 @click.option("--failed", is_flag=True, required=True, help="Re-submit the failed jobs only.")
+@click.option("--dry-run", is_flag=True, help="List the jobs it would re-submit; submit nothing.")
 @namespace_option
 @api_options
-def sweep_retry(sweep: str, failed: bool, namespace: str | None, endpoint: str | None,
-                token: str | None) -> None:  # fmt: skip
+def sweep_retry(sweep: str, failed: bool, dry_run: bool, namespace: str | None,
+                endpoint: str | None, token: str | None) -> None:  # fmt: skip
     """Re-submit the jobs of a sweep that failed or were canceled."""
     from hfuv import remote
 
@@ -228,11 +229,16 @@ def sweep_retry(sweep: str, failed: bool, namespace: str | None, endpoint: str |
         retried = 0
         for index, job in members.items():
             if job["status"]["stage"] in ("ERROR", "CANCELED"):
-                copy = client.duplicate_job(ns, job["id"])
-                status(f"[{index}] {job['id']} {job['status']['stage']} -> {copy['id']}")
-                click.echo(copy["id"])
+                if dry_run:
+                    status(f"[{index}] {job['id']} {job['status']['stage']}")
+                    click.echo(f"POST {client.endpoint}/api/jobs/{ns}/{job['id']}/duplicate")
+                else:
+                    copy = client.duplicate_job(ns, job["id"])
+                    status(f"[{index}] {job['id']} {job['status']['stage']} -> {copy['id']}")
+                    click.echo(copy["id"])
                 retried += 1
-        status(f"sweep {sweep}: {retried} of {len(members)} jobs re-submitted")
+        done = "would be re-submitted" if dry_run else "re-submitted"
+        status(f"sweep {sweep}: {retried} of {len(members)} jobs {done}")
 
 
 @cli.command()

@@ -10,11 +10,12 @@ from typing import Any
 import click
 
 from hfuv.cli import (
-    RUN_CONTEXT,
+    LaunchCommand,
     api_options,
     build_request,
     cli,
     cli_options,
+    exec_options,
     max_cost_origin,
     script_options,
     submission_key_option,
@@ -26,7 +27,7 @@ from hfuv.cli import (
 from hfuv.submission import make_client, status
 
 
-@cli.command(context_settings=RUN_CONTEXT)
+@cli.command(cls=LaunchCommand)
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @script_options
@@ -62,9 +63,12 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     `hfuv run --with lighteval lighteval tasks list`.
 
     Options may come before or after SCRIPT. Everything after `--` goes to the script untouched,
-    and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`). A script option whose name
-    hfuv also uses (--name, --timeout, -e, …) must come after `--`.
+    and so do options hfuv does not know (`hfuv run s.py --lr 1e-4`), unless they look like a
+    misspelled hfuv option (`--dryrun`). A script option whose name hfuv also uses (--name,
+    --timeout, -e, …) must come after `--`.
     """
+    from click.core import ParameterSource
+
     from hfuv.errors import UsageError
 
     if local and dry_run:
@@ -73,6 +77,13 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
         raise UsageError("--json goes with --dry-run")
     if detach and (local or dry_run):
         raise UsageError("--detach goes with a remote run, not --local or --dry-run")
+    remote_only = {"--submission-key": submission_key, "--endpoint": endpoint, "--token": token}
+    for flag, value in remote_only.items():
+        if local and value is not None:
+            raise UsageError(f"{flag} goes with a remote run, not --local")
+    given = click.get_current_context().get_parameter_source("parallel")
+    if given is not ParameterSource.DEFAULT and not (matrix or matrix_file):
+        raise UsageError("--parallel goes with a sweep", hint="add --matrix or --matrix-file")
     from hfuv.job import prepare_job
 
     points = None
@@ -165,11 +176,14 @@ def run_sweep(job: Any, points: list[dict[str, str]], endpoint: str | None, toke
 
 
 def request_url(endpoint: str | None, namespace: str | None) -> str:
-    base = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    return f"{base}/api/jobs/{namespace or '{namespace}'}"
+    from hfuv.dryrun import api_url
+
+    return api_url(endpoint, f"/api/jobs/{namespace or '{namespace}'}")
 
 
 def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
+    from hfuv import dryrun
+
     spec = job.spec
     config = job.inspection.config
     url = request_url(endpoint, config.namespace)
@@ -182,19 +196,9 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
                   f"(${config.max_cost:.2f}, {max_cost_origin(config)}); a submission "
                   "would be refused"])  # fmt: skip
     if as_json:
-        document = {"method": "POST", "url": url, "body": spec.redacted(), "estimate": estimate}
-        click.echo(json.dumps(document, indent=2))
+        dryrun.print_request(url, spec.redacted(), estimate)
         return
-    body = spec.redacted()
-    environment = body["environment"]
-    for key in [k for k in environment if k.removeprefix("HFUV_BUNDLE_").isdigit()]:
-        environment[key] = f"<{len(environment[key])} chars of base64: {', '.join(spec.files)}>"
-    lines = body["command"][2].count("\n")
-    body["command"] = [body["command"][0], "-c", f"<hfuv bootstrap, {lines} lines>",
-                       *body["command"][3:]]  # fmt: skip
-    click.echo(f"POST {url}")
-    click.echo(json.dumps(body, indent=2))
-    click.echo(f"estimate: {estimate['summary']}")
+    dryrun.print_readable(url, dryrun.readable_body(spec), estimate["summary"])
     click.echo(
         f"locked: Python {job.env.python}, uv {job.env.uv_version}, "
         f"{len(job.env.locked_packages())} packages ({job.env.lock_origin}); "
@@ -374,10 +378,10 @@ def lock_command(script: str, python: str | None, check_only: bool) -> None:
     click.echo(f"{'wrote' if changed else 'up to date:'} {path}", err=True)
 
 
-@cli.command(name="exec", context_settings=RUN_CONTEXT)
+@cli.command(name="exec", cls=LaunchCommand, passes_to="command")
 @click.argument("exec_image", metavar="IMAGE")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-@script_options
+@exec_options
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
 @submission_key_option
@@ -392,19 +396,18 @@ def exec_command(exec_image: str, command: tuple[str, ...], dry_run: bool, detac
     from hfuv.payload import build_exec_spec
     from hfuv.plan import resolve, validate_flags
 
-    if params.get("image"):
+    if detach and dry_run:
         from hfuv.errors import UsageError
 
-        raise UsageError("--image does not apply to exec", hint="give the image as IMAGE")
+        raise UsageError("--detach goes with a remote run, not --dry-run")
     options = cli_options(params)
     validate_flags(options)
     config = resolve(options, {}, where="hfuv exec", environ=os.environ)
     warn(config.warnings)
     spec = build_exec_spec(exec_image, command, config)
     if dry_run:
-        url = request_url(endpoint, config.namespace)
-        document = {"method": "POST", "url": url, "body": spec.redacted(),
-                    "estimate": spec.estimate()}  # fmt: skip
-        click.echo(json.dumps(document, indent=2))
+        from hfuv.dryrun import print_request
+
+        print_request(request_url(endpoint, config.namespace), spec.redacted(), spec.estimate())
         return
     submit(spec, config, endpoint, token, detach=detach, submission_key=submission_key)

@@ -1,0 +1,206 @@
+"""Options hfuv does not know go to the script, unless they look like a mistake; and every
+command that creates something remote can show it first (`--dry-run`) without creating it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hfuv.passthrough import near_miss
+from tests.conftest import ROOT, ServerProcess, hfuv, needs_python, write
+from tests.test_cli import one_error_line
+
+pytestmark = needs_python("3.12")
+
+SHOW_ARGS = "import sys\nprint(sys.argv[1:])\n"
+AFTER_DASHES = "; to give it to the script, put it after --"
+
+
+def remote_state(server: ServerProcess) -> tuple[list, list, list]:
+    """Every job, scheduled job and webhook the server holds, asked through the real API."""
+    lists = [("ps", "-a"), ("schedule", "ps", "-a"), ("webhook", "ps")]
+    return tuple(hfuv(*command, "--json", env=server.env()).json() for command in lists)
+
+
+def test_misspelled_options_are_refused_before_anything_is_sent(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    cases = {
+        ("--dryrun", "--flavor", "h200"): "no such option --dryrun (did you mean --dry-run?)",
+        ("--loacl",): "no such option --loacl (did you mean --local?)",
+        ("--detatch",): "no such option --detatch (did you mean --detach?)",
+        ("--Dry_Run",): "no such option --Dry_Run (did you mean --dry-run?)",
+        ("--flavr=h200",): "no such option --flavr (did you mean --flavor?)",
+        ("--secret", "X"): "no such option --secret (did you mean --secrets?)",
+        ("-dry-run",): "no such option -dry-run (did you mean --dry-run?)",
+        ("-local",): "no such option -local (did you mean --local?)",
+    }
+    for args, said in cases.items():
+        line = one_error_line(hfuv("run", script, *args, env=server.env()))
+        assert line == f"error: {said}{AFTER_DASHES}", args
+    schedule = ("schedule", "create", "0 3 * * *", script)
+    line = one_error_line(hfuv(*schedule, "--dry-rn", env=server.env()))
+    assert line == f"error: no such option --dry-rn (did you mean --dry-run?){AFTER_DASHES}"
+    for lacking in ("--local", "-d", "--matrix"):
+        line = one_error_line(hfuv(*schedule, lacking, "x=1", env=server.env()))
+        assert line.startswith(f"error: hfuv schedule create has no option {lacking} (it is an ")
+        assert line.endswith(AFTER_DASHES)
+    assert remote_state(server) == ([], [], [])
+    assert not (Path(os.environ["HFUV_CACHE_DIR"]) / "prepared").exists()  # nothing recorded
+
+
+def test_schedule_create_dry_run_creates_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    script = str(write(tmp_path / "nightly.py", SHOW_ARGS))
+    shown = hfuv("schedule", "create", "0 3 * * *", script, "--dry-run", env=server.env())
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout.startswith(f"POST {server.url}/api/scheduled-jobs/{{namespace}}\n")
+    assert shown.stdout.endswith(" = at most $0.01 per run\n")
+    assert '"<hfuv bootstrap, ' in shown.stdout and '"schedule": "0 3 * * *"' in shown.stdout
+    full = hfuv("schedule", "create", "@daily", script, "--suspend", "--dry-run", "--json",
+                "-s", "KEY=v", "--", "--dry-run", env=server.env())  # fmt: skip
+    assert full.code == 0, full.stderr
+    document = full.json()
+    assert document["body"]["schedule"] == "@daily" and document["body"]["suspend"] is True
+    assert document["body"]["jobSpec"]["command"][3:] == ["--dry-run"]
+    assert document["body"]["jobSpec"]["secrets"] == {"KEY": "***"} and '"v"' not in full.stdout
+    one_error_line(hfuv("schedule", "create", "@daily", script, "--json", env=server.env()))
+    command = hfuv("schedule", "exec", "@daily", "python:3.12", "--dry-run", "--", "true",
+                   env=server.env())  # fmt: skip
+    assert command.code == 0, command.stderr
+    assert command.json()["body"]["jobSpec"]["command"] == ["true"]
+    assert remote_state(server) == ([], [], [])
+
+
+def test_every_creating_command_has_a_dry_run(server: ServerProcess, tmp_path: Path) -> None:
+    script = write(tmp_path / "fail_on_one.py", "import sys\nsys.exit(int(sys.argv[1]))\n")
+    sweep = hfuv("run", str(script), "--matrix", "x=0,1", "--detach", "--", "{x}",
+                 env=server.env())  # fmt: skip
+    assert sweep.code == 0, sweep.stderr
+    sweep_id = sweep.stdout.strip()
+    assert hfuv("wait", "--sweep", sweep_id, env=server.env()).code == 1
+    jobs, _, _ = remote_state(server)
+    failed = next(job for job in jobs if job["labels"]["hfuv-v-x"] == "1")
+
+    retry = hfuv("sweep", "retry", sweep_id, "--failed", "--dry-run", env=server.env())
+    assert retry.code == 0, retry.stderr
+    namespace = failed["owner"]["name"]
+    assert retry.stdout == f"POST {server.url}/api/jobs/{namespace}/{failed['id']}/duplicate\n"
+    assert "1 of 2 jobs would be re-submitted" in retry.stderr
+
+    webhook = hfuv("webhook", "create", "--watch", "dataset:org/ds", "--job-id", failed["id"],
+                   "--secret", "hook-secret", "-s", "KEY=v", "--dry-run",
+                   env=server.env())  # fmt: skip
+    assert webhook.code == 0, webhook.stderr
+    assert webhook.json() == {
+        "method": "POST",
+        "url": f"{server.url}/api/settings/webhooks",
+        "body": {"watched": [{"type": "dataset", "name": "org/ds"}],
+                 "domains": ["repo", "discussion"], "jobSourceId": failed["id"],
+                 "secret": "***", "secrets": {"KEY": "***"}},
+    }  # fmt: skip
+    assert "hook-secret" not in webhook.output
+
+    exec_job = hfuv("exec", "python:3.12", "--dry-run", "--", "python", "-c", "print(1)",
+                    env=server.env())  # fmt: skip
+    assert exec_job.code == 0 and exec_job.json()["body"]["command"][-1] == "print(1)"
+    line = one_error_line(hfuv("exec", "python:3.12", "-d", "--dry-run", "--", "true"))
+    assert line == "error: --detach goes with a remote run, not --dry-run"
+    after = remote_state(server)
+    assert [job["id"] for job in after[0]] == [job["id"] for job in jobs] and after[1:] == ([], [])
+
+
+def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    shown = hfuv("run", script, "--dry-run", "--json", "-e", "X=--dryrun", "--name", "--loacl",
+                 "-lteam=ml", "--lr", "1e-4", "--width", "3", "--names", "-x",
+                 "--", "--dryrun")  # fmt: skip
+    assert shown.code == 0, shown.stderr
+    body = shown.json()["body"]
+    assert body["command"][3:] == ["--lr", "1e-4", "--width", "3", "--names", "-x", "--dryrun"]
+    assert body["environment"]["X"] == "--dryrun"
+    assert body["labels"]["name"] == "--loacl" and body["labels"]["team"] == "ml"
+    local = hfuv("run", script, "--local", "--epochs", "3", "-k", "--", "--loacl", "--detatch")
+    assert local.code == 0, local.stderr
+    assert local.stdout == "['--epochs', '3', '-k', '--loacl', '--detatch']\n"
+
+
+def test_exec_lists_only_what_it_honours() -> None:
+    for command in (["exec"], ["schedule", "exec"]):
+        help_text = hfuv(*command, "--help").stdout
+        assert "--flavor" in help_text and "--env" in help_text
+        for option in ("--with", "--python", "--gist-file", "--sha256", "--image"):
+            assert option not in help_text, (command, option)
+    for given in (["-p", "3.12"], ["--with", "six"], ["--gist-file", "a.py"], ["--sha256", "0"]):
+        line = one_error_line(hfuv("exec", "python:3.12", "--dry-run", *given, "--", "true"))
+        assert line.startswith(f"error: hfuv exec has no option {given[0]} (it is an option of ")
+        assert line.endswith("; to give it to the command, put it after --")
+
+
+def test_run_refuses_options_its_mode_would_ignore(tmp_path: Path) -> None:
+    script = str(write(tmp_path / "s.py", SHOW_ARGS))
+    line = one_error_line(hfuv("run", script, "--dry-run", "--parallel", "4"))
+    assert line == "error: --parallel goes with a sweep (hint: add --matrix or --matrix-file)"
+    for flag in ("--submission-key", "--endpoint", "--token"):
+        line = one_error_line(hfuv("run", script, "--local", flag, "x"))
+        assert line == f"error: {flag} goes with a remote run, not --local"
+
+
+def test_a_recorded_run_is_not_replayed_once_the_commands_change(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A record is keyed by the command line; what that line means is hfuv's commands. A new
+    option of `schedule create` makes `hfuv run … --from-test` refused, recorded or not."""
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "hfuv", copy / "hfuv", ignore=shutil.ignore_patterns("__pycache__"))
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    env = {**server.env(), "PYTHONPATH": str(copy), "HFUV_DEBUG": "1"}
+    argv = ("run", script, "--detach", "--from-test")
+    assert hfuv(*argv, env=env, cwd=tmp_path).code == 0
+    again = hfuv(*argv, env=env, cwd=tmp_path)
+    assert again.code == 0 and "debug: replaying the prepared run" in again.stderr
+
+    automation = copy / "hfuv" / "commands" / "automation.py"
+    decorator = '@schedule_group.command(name="create", cls=LaunchCommand)\n'
+    code = automation.read_text(encoding="utf-8")
+    assert decorator in code
+    automation.write_text(
+        code.replace(decorator, decorator + '@click.option("--from-test", is_flag=True)\n'),
+        encoding="utf-8",
+    )
+    refused = hfuv(*argv, env=env, cwd=tmp_path)
+    assert refused.code == 2, refused.stderr
+    assert "debug: replaying" not in refused.stderr
+    assert "hfuv run has no option --from-test (it is an option of hfuv schedule create)" in (
+        refused.stderr
+    )
+    assert len(remote_state(server)[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("--dryrun", "--dry-run"),
+        ("--DRY_RUN", "--dry-run"),
+        ("--loacl", "--local"),
+        ("--detatch", "--detach"),
+        ("--wtih", "--with"),
+        ("--nmae", "--name"),
+        ("--nev", "--env"),
+        ("--labels", "--label"),
+        ("--network-grop", "--network-group"),
+        ("--netwrk-grup", "--network-group"),
+        ("--width", None),
+        ("--names", None),
+        ("--lr", None),
+        ("--model", None),
+        ("--dry", None),
+    ],
+)
+def test_what_counts_as_a_near_miss(typed: str, meant: str | None) -> None:
+    options = ["--dry-run", "--local", "--detach", "--with", "--label", "--name",
+               "--network-group", "--env", "--json"]  # fmt: skip
+    assert near_miss(typed, options) == meant
