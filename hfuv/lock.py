@@ -37,7 +37,7 @@ class EnvSpec:
     interpreter: str | None  # an absolute interpreter path inside a custom image, if given
     uv_version: str
     script: bytes  # the shipped copy of the script
-    lock: str  # the text of its uv lock
+    lock: str  # its uv lock, as it ships (only the wheels the job and this machine can use)
     lock_origin: str  # "SCRIPT.lock" when the user's lock was used, else "cached" or "fresh"
     lock_file: str | None = None  # where that lock text was read from or cached
 
@@ -289,8 +289,14 @@ def build_env(
 
     Fresh locks are cached by what defines them (the shipped script, Python, uv version, the
     previous lock and uv's settings in the environment), so a script that has not changed is
-    not resolved again; `refresh` resolves anyway.
+    not resolved again; `refresh` resolves anyway. The lock ships without the wheels neither the
+    job nor this machine can install (see slim_lock.py).
     """
+    from hfuv.slim_lock import for_job
+
+    def shipped(lock_text: str) -> str:
+        return for_job(lock_text, None if interpreter else python)
+
     reject_local_paths(metadata, source.name)
     script = shipped_script(source, metadata, with_deps, python, requires_python)
     version = uv_version()
@@ -303,18 +309,18 @@ def build_env(
                 f"{lock_path(source.path).name} is out of date with {source.path.name}",
                 hint=f"run `hfuv lock {source.path}` to refresh it",
             )
-        return EnvSpec(python, interpreter, version, script, existing,
+        return EnvSpec(python, interpreter, version, script, shipped(existing),
                        lock_path(source.path).name, str(lock_path(source.path)))  # fmt: skip
     cached = _cache_path("locks", source.name, script, python, version, existing or "")
     if not refresh:
         try:
-            return EnvSpec(python, interpreter, version, script, cached.read_text(), "cached",
-                           str(cached))  # fmt: skip
+            return EnvSpec(python, interpreter, version, script, shipped(cached.read_text()),
+                           "cached", str(cached))  # fmt: skip
         except OSError:
             pass
     lock_text = lock_script(source.name, script, python, previous=existing)
     _remember(cached, lock_text)
-    return EnvSpec(python, interpreter, version, script, lock_text, "fresh", str(cached))
+    return EnvSpec(python, interpreter, version, script, shipped(lock_text), "fresh", str(cached))
 
 
 def _cache_path(kind: str, *parts: str | bytes) -> Path:
