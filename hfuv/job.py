@@ -39,6 +39,8 @@ class Inspection:
     config: plan.LaunchConfig
     python: str | None  # None only when nothing satisfies requires-python (check reports it)
     interpreter: str | None
+    python_choice: lock.PythonChoice | None = None
+    requires_python: str | None = None  # the script's, else its SCRIPT.lock's (see lock.py)
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,14 @@ def inspect_script(
     environ: Mapping[str, str] | None = None,
     *,
     require_python: bool = True,
+    lock_says: bool = True,
 ) -> Inspection:
     """Read and parse the script and merge its launch config; nothing is locked or installed.
 
     With `require_python=False` (for `check`), a requires-python that no supported Python meets
-    is a warning instead of an error: the metadata is valid, and `run` is where it fails.
+    is a warning instead of an error: the metadata is valid, and `run` is where it fails. With
+    `lock_says=False` (for `hfuv lock`), a SCRIPT.lock does not stand in for a requires-python
+    the script lacks.
     """
     environ = os.environ if environ is None else environ
     plan.validate_flags(request.options)
@@ -74,15 +79,17 @@ def inspect_script(
     )
     metadata = pep723.parse(source.content, source.name)
     config = plan.resolve(request.options, metadata.tool, where=source.name, environ=environ)
+    requires_python, declared_in = metadata.requires_python, source.name
+    if lock_says:
+        requires_python, declared_in = lock.declared_requires_python(source, metadata)
+    choice = None
     try:
-        python: str | None = lock.choose_python(
-            metadata.requires_python, config.python, source.name
-        )
+        choice = lock.choose_python(requires_python, config.python, declared_in, environ=environ)
     except ConfigError as exc:
         if require_python:
             raise
-        python = None
         config.warnings.append(str(exc))
+    python = choice.version if choice else None
     interpreter = config.python if config.python and config.python.startswith("/") else None
     if interpreter:
         config.warnings.append(
@@ -94,7 +101,7 @@ def inspect_script(
             f"{source.command} is not a file here, so it runs as a command (give a path to run "
             "a script; --with adds the packages a command comes from)"
         )
-    return Inspection(source, metadata, config, python, interpreter)
+    return Inspection(source, metadata, config, python, interpreter, choice, requires_python)
 
 
 def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None) -> PreparedJob:
@@ -107,6 +114,7 @@ def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None
         interpreter=inspection.interpreter,
         with_deps=request.with_deps,
         refresh=request.refresh,
+        requires_python=inspection.requires_python,
     )
     command = inspection.source.command
     spec = payload.build_job_spec(
@@ -130,6 +138,11 @@ def input_files(request: ScriptRequest, job: PreparedJob) -> list[str] | None:
     if source_path is None or job.env.lock_file is None or read_from_stdin:
         return None
     paths = [str(source_path), str(lock.lock_path(source_path)), job.env.lock_file, find_uv()]
+    choice = job.inspection.python_choice
+    if choice is not None and choice.by_host:  # a Python installed since can change it
+        from hfuv.pythons import search_locations
+
+        paths += search_locations(os.environ)
     paths += [*request.options.env_files, *request.options.secrets_files]
     if job.spec.flavor.name not in CATALOG:  # a flavor learned from an endpoint's list
         folder = cache_dir() / "hardware"
@@ -155,7 +168,9 @@ def lock_status(inspection: Inspection) -> str:
     path = lock.lock_path(source.path)
     if not path.is_file():
         return "none"
-    script = lock.shipped_script(source, inspection.metadata, (), inspection.python)
+    script = lock.shipped_script(
+        source, inspection.metadata, (), inspection.python, inspection.requires_python
+    )
     current = lock.is_lock_current(
         source.name, script, path.read_text(encoding="utf-8"), inspection.python
     )
@@ -169,14 +184,27 @@ def write_lock(
     script = request.script
     if script == "-" or re.match(r"https?://", script) or sources.is_command(script):
         raise UsageError("hfuv lock writes SCRIPT.lock beside a local script; give a file path")
-    inspection = inspect_script(request, environ)
-    source = inspection.source
-    lock.reject_local_paths(inspection.metadata, source.name)
+    inspection = inspect_script(request, environ, lock_says=False)
+    source, metadata = inspection.source, inspection.metadata
+    lock.reject_local_paths(metadata, source.name)
     path = lock.lock_path(source.path)
     previous = path.read_text(encoding="utf-8") if path.is_file() else None
-    script = lock.shipped_script(source, inspection.metadata, (), inspection.python)
-    text = lock.lock_script(source.name, script, inspection.python, previous=previous,
-                            metadata=inspection.metadata)  # fmt: skip
+    if metadata.found and not metadata.requires_python:
+        # uv locks such a script for `>=` the Python it runs it with, and rewrites a lock made
+        # for another one on the next `uv run`: lock for that Python, as uv would.
+        script, python = source.content, lock.uv_python_for(source.path)
+        asked, origin = inspection.config.python, inspection.config.origin("python")
+        if asked and not asked.startswith("/") and not lock.python_allowed(f">={python}", asked):
+            raise ConfigError(
+                f"{source.name} declares no requires-python, so `uv run` locks it for Python "
+                f">={python}, the one it runs it with, and would rewrite a lock for python "
+                f"{asked} (from {'--python' if origin == 'flag' else origin})",
+                hint=f'add requires-python = ">={asked}" to its metadata block',
+            )
+    else:
+        script = lock.shipped_script(source, metadata, (), inspection.python)
+        python = inspection.python
+    text = lock.lock_script(source.name, script, python, previous=previous, metadata=metadata)
     if text == previous:
         return str(path), False
     path.write_text(text, encoding="utf-8")

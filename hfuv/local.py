@@ -21,7 +21,7 @@ from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor
 from hfuv.jobenv import host_environment, new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
-from hfuv.uv import run_uv, with_python_visible
+from hfuv.uv import with_python_visible
 
 
 @dataclass(frozen=True)
@@ -84,32 +84,16 @@ def prepare_body(
 
 def check_python(python: str, environ: Mapping[str, str]) -> str:
     """The interpreter uv finds for Python X.Y; fail clearly, before anything runs, when
-    there is none. A found interpreter is remembered (per PATH and pyenv selection) while it
-    exists."""
-    import hashlib
+    there is none."""
+    from hfuv import pythons
 
-    key = hashlib.sha256(
-        "\0".join([python, environ.get("PATH", ""), environ.get("PYENV_VERSION", "")]).encode()
-    ).hexdigest()[:24]
-    memo = cache_dir() / "pythons" / key
-    try:
-        known = memo.read_text().strip()
-        if Path(known).exists():
-            return known
-    except OSError:
-        pass
-    result = run_uv(["python", "find", python], env=environ, check=False)
-    if result.returncode != 0:
+    found = pythons.find(python, environ)
+    if found is None:
         raise PythonNotFoundError(
             f"Python {python} is not installed on this machine, and the job runs on {python}",
             hint=f"install it with `uv python install {python}`, or pick another with --python",
         )
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(result.stdout.strip())
-    except OSError:
-        pass
-    return result.stdout.strip()
+    return found
 
 
 def is_bootstrap(argv: list[str]) -> bool:

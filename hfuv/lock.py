@@ -13,8 +13,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,9 @@ from typing import Any
 
 from hfuv import pep723, toml_write
 from hfuv.cache import cache_dir
-from hfuv.errors import ConfigError, LockError, MetadataError
+from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
 from hfuv.sources import ScriptSource
-from hfuv.uv import run_uv, uv_version, with_python_visible
+from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
 
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 PREFERRED_PYTHON = "3.12"
@@ -36,7 +37,7 @@ class EnvSpec:
     interpreter: str | None  # an absolute interpreter path inside a custom image, if given
     uv_version: str
     script: bytes  # the shipped copy of the script
-    lock: str  # the text of its uv lock
+    lock: str  # its uv lock, as it ships (only the wheels the job and this machine can use)
     lock_origin: str  # "SCRIPT.lock" when the user's lock was used, else "cached" or "fresh"
     lock_file: str | None = None  # where that lock text was read from or cached
 
@@ -69,8 +70,26 @@ def python_allowed(requires_python: str | None, minor: str) -> bool:
     return any(spec.contains(f"{minor}.{patch}", prereleases=True) for patch in range(0, 40))
 
 
-def choose_python(requires_python: str | None, explicit: str | None, where: str) -> str:
-    """`--python`/launch-table X.Y, else 3.12 if allowed, else the highest allowed version."""
+@dataclass(frozen=True)
+class PythonChoice:
+    version: str  # X.Y
+    reason: str  # why this one, as `hfuv check` shows it
+    by_host: bool = False  # it depends on which Pythons are installed here
+
+
+def choose_python(
+    requires_python: str | None,
+    explicit: str | None,
+    where: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> PythonChoice:
+    """`--python`/launch-table X.Y; else 3.12 if allowed; else the highest allowed version that
+    is installed here (as uv finds it); else the highest allowed (a local run must install it).
+
+    Only scripts that rule out 3.12 look at what is installed, so most jobs get the same Python
+    from any machine; `where` names what declares `requires_python`.
+    """
     if explicit and not explicit.startswith("/"):
         if not python_allowed(requires_python, explicit):
             raise ConfigError(
@@ -78,7 +97,7 @@ def choose_python(requires_python: str | None, explicit: str | None, where: str)
                 f"of {where}",
                 hint="pick another --python or relax requires-python",
             )
-        return explicit
+        return PythonChoice(explicit, "as asked")
     allowed = [v for v in SUPPORTED_PYTHONS if python_allowed(requires_python, v)]
     if not allowed:
         raise ConfigError(
@@ -86,7 +105,59 @@ def choose_python(requires_python: str | None, explicit: str | None, where: str)
             f"{requires_python!r} of {where}",
             hint="relax requires-python",
         )
-    return PREFERRED_PYTHON if PREFERRED_PYTHON in allowed else allowed[-1]
+    rule = f"requires-python {requires_python!r} of {where}" if requires_python else ""
+    if PREFERRED_PYTHON in allowed:
+        return PythonChoice(PREFERRED_PYTHON, f"preferred; {rule} allows it" if rule else
+                            "preferred; no requires-python")  # fmt: skip
+    from hfuv import pythons
+
+    missing: list[str] = []
+    for version in reversed(allowed):
+        if pythons.find(version, os.environ if environ is None else environ):
+            verb = "is" if len(missing) == 1 else "are"
+            higher = f"; {', '.join(missing)} {verb} not" if missing else ""
+            reason = f"the highest that {rule} allows and that is installed here{higher}"
+            return PythonChoice(version, reason, by_host=True)
+        missing.append(version)
+    reason = (f"the highest that {rule} allows; none of them is installed here, so a local "
+              f"run needs `uv python install {allowed[-1]}`")  # fmt: skip
+    return PythonChoice(allowed[-1], reason, by_host=True)
+
+
+def locked_requires_python(lock_text: str) -> str | None:
+    """The `requires-python` a uv lock was made for."""
+    found = re.search(r'^requires-python = "([^"\\]*)"$', lock_text, re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def declared_requires_python(
+    source: ScriptSource, metadata: pep723.ScriptMetadata
+) -> tuple[str | None, str]:
+    """The script's requires-python, else the one in its SCRIPT.lock; → (value, where).
+
+    uv locks a script that declares none for `>=` the Python it runs it with and keeps that lock
+    while that holds, so such a lock says which Pythons its environment is for.
+    """
+    if metadata.requires_python or source.path is None:
+        return metadata.requires_python, source.name
+    try:
+        text = lock_path(source.path).read_text(encoding="utf-8")
+    except OSError:
+        return None, source.name
+    found = locked_requires_python(text)
+    return (found, lock_path(source.path).name) if found else (None, source.name)
+
+
+def uv_python_for(path: Path) -> str:
+    """The X.Y that `uv run SCRIPT` runs the script at `path` with (and locks it for, when the
+    script declares no requires-python)."""
+    found = run_uv(["python", "find", "--script", str(path), "--show-version"], check=False)
+    if found.returncode != 0:
+        raise PythonNotFoundError(
+            f"uv finds no Python to run {path.name} with: {summarize_errors(found.stderr)}",
+            hint="install one with `uv python install`, or add requires-python to its block",
+        )
+    return ".".join(found.stdout.strip().split(".")[:2])
 
 
 def reject_local_paths(metadata: pep723.ScriptMetadata, where: str) -> None:
@@ -124,9 +195,14 @@ def shipped_script(
     metadata: pep723.ScriptMetadata,
     with_deps: Sequence[str],
     python: str,
+    requires_python: str | None = None,
 ) -> bytes:
-    """The script as it ships: `--with` folded into its block; a block added when missing."""
-    if metadata.found and not with_deps:
+    """The script as it ships: `--with` folded into its block; a block added when missing.
+
+    It always declares requires-python (`requires_python`, else `>=python`), so the lock made
+    for it is the same whichever interpreter uv resolves with.
+    """
+    if metadata.found and not with_deps and metadata.requires_python:
         return source.content
     try:
         text = source.content.decode("utf-8")
@@ -137,8 +213,13 @@ def shipped_script(
             hint="save the file as UTF-8",
         ) from None
     _check_with(with_deps)
+    declared = requires_python or f">={python}"
+    if metadata.found and not with_deps:
+        return _declare_requires_python(text, metadata, declared).encode()
     if metadata.found:
         data: dict[str, Any] = dict(metadata.data)
+        if not metadata.requires_python:
+            data = {"requires-python": declared, **data}
         deps = list(data.get("dependencies", []))
         data["dependencies"] = deps + [d for d in with_deps if d not in deps]
         block = render_block(data)
@@ -147,7 +228,7 @@ def shipped_script(
     if ignored:
         raise ignored
     block = render_block(
-        {"requires-python": f">={python}", "dependencies": list(dict.fromkeys(with_deps))}
+        {"requires-python": declared, "dependencies": list(dict.fromkeys(with_deps))}
     )
     return _with_block(text, block).encode()
 
@@ -168,6 +249,14 @@ def _with_block(text: str, block: str) -> str:
     if head and not head.endswith(("\n", "\r")):
         head += "\n"  # a block after a byte-order mark or a last line must start a new line
     return head + block + "".join(lines[keep:])
+
+
+def _declare_requires_python(text: str, metadata: pep723.ScriptMetadata, value: str) -> str:
+    """`text` with a requires-python line as the first line of its block (the rest untouched)."""
+    after_opener = text.index("\n", metadata.start) + 1
+    newline = "\r\n" if text[after_opener - 2] == "\r" else "\n"
+    line = "# " + toml_write.dumps({"requires-python": value}).strip() + newline
+    return text[:after_opener] + line + text[after_opener:]
 
 
 def render_block(data: dict[str, Any]) -> str:
@@ -203,15 +292,22 @@ def build_env(
     interpreter: str | None,
     with_deps: Sequence[str] = (),
     refresh: bool = False,
+    requires_python: str | None = None,
 ) -> EnvSpec:
     """Lock the shipped copy; reuse an up-to-date `SCRIPT.lock`, refuse a stale one.
 
     Fresh locks are cached by what defines them (the shipped script, Python, uv version, the
     previous lock and uv's settings in the environment), so a script that has not changed is
-    not resolved again; `refresh` resolves anyway.
+    not resolved again; `refresh` resolves anyway. The lock ships without the wheels neither the
+    job nor this machine can install (see slim_lock.py).
     """
+    from hfuv.slim_lock import for_job
+
+    def shipped(lock_text: str) -> str:
+        return for_job(lock_text, None if interpreter else python)
+
     reject_local_paths(metadata, source.name)
-    script = shipped_script(source, metadata, with_deps, python)
+    script = shipped_script(source, metadata, with_deps, python, requires_python)
     version = uv_version()
     existing = None
     if source.path is not None and lock_path(source.path).is_file():
@@ -222,19 +318,19 @@ def build_env(
                 f"{lock_path(source.path).name} is out of date with {source.path.name}",
                 hint=f"run `hfuv lock {source.path}` to refresh it",
             )
-        return EnvSpec(python, interpreter, version, script, existing,
+        return EnvSpec(python, interpreter, version, script, shipped(existing),
                        lock_path(source.path).name, str(lock_path(source.path)))  # fmt: skip
     cached = _cache_path("locks", source.name, script, python, version, existing or "")
     if not refresh:
         try:
-            return EnvSpec(python, interpreter, version, script, cached.read_text(), "cached",
-                           str(cached))  # fmt: skip
+            return EnvSpec(python, interpreter, version, script, shipped(cached.read_text()),
+                           "cached", str(cached))  # fmt: skip
         except OSError:
             pass
     lock_text = lock_script(source.name, script, python, previous=existing, metadata=metadata,
                             with_deps=with_deps)  # fmt: skip
     _remember(cached, lock_text)
-    return EnvSpec(python, interpreter, version, script, lock_text, "fresh", str(cached))
+    return EnvSpec(python, interpreter, version, script, shipped(lock_text), "fresh", str(cached))
 
 
 def _cache_path(kind: str, *parts: str | bytes) -> Path:
@@ -274,12 +370,24 @@ def _scratch_copy(name: str, script: bytes, lock_text: str | None) -> Iterator[P
 
 
 def _uv_lock(target: Path, python: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_uv(
-        ["lock", "--script", str(target), *extra, "--python", python, "--no-progress"],
-        cwd=target.parent,
-        env=with_python_visible(os.environ, python),
-        check=False,
-    )
+    """`uv lock --script` for Python `python`, with hfuv's own interpreter when it is not here.
+
+    uv needs an interpreter to resolve, but not the job's: the shipped copy declares
+    requires-python, so the lock is the same whichever it uses (only building an sdist does).
+    """
+
+    def lock_with(interpreter: str) -> subprocess.CompletedProcess[str]:
+        return run_uv(
+            ["lock", "--script", str(target), *extra, "--python", interpreter, "--no-progress"],
+            cwd=target.parent,
+            env=with_python_visible(os.environ, python),
+            check=False,
+        )
+
+    result = lock_with(python)
+    if result.returncode == 2 and "No interpreter found for Python" in result.stderr:
+        result = lock_with(sys.executable)
+    return result
 
 
 def lock_script(

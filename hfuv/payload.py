@@ -162,13 +162,7 @@ def build_job_spec(
     bundle = make_bundle(files)
     encoded_size = (len(bundle) + 2) // 3 * 4
     if encoded_size > MAX_BUNDLE_CHARS:
-        biggest = sorted(files, key=lambda n: len(files[n]), reverse=True)[:3]
-        sizes = ", ".join(f"{n} ({len(files[n]) // 1024} KiB)" for n in biggest)
-        raise BundleTooLargeError(
-            f"the job's files take {encoded_size // 1024} KiB encoded, over the "
-            f"{MAX_BUNDLE_CHARS // 1024} KiB that fit in a job's environment; largest: {sizes}",
-            hint="move data to a Hub dataset or bucket and mount it with -v",
-        )
+        raise _too_large(files, encoded_size, source.name, lock_name, env_spec)
     for key in config.env:
         if key.startswith(RESERVED_PREFIX):
             raise ConfigError(f"env name {key} is reserved for hfuv", hint="rename it")
@@ -208,6 +202,34 @@ def build_job_spec(
         flavor=flavor,
         bundle_sha256=environment["HFUV_BUNDLE_SHA256"],
         files=tuple(sorted(files)),
+    )
+
+
+def _too_large(
+    files: Mapping[str, bytes], encoded_size: int, script: str, lock_name: str, env_spec: EnvSpec
+) -> BundleTooLargeError:
+    """What takes the room (each file's share, compressed and encoded), and what to do about it."""
+    shares = {name: (len(gzip.compress(data, 9)) + 2) // 3 * 4 for name, data in files.items()}
+    biggest = sorted(files, key=lambda n: shares[n], reverse=True)[:3]
+
+    def describe(name: str) -> str:
+        what = f": {len(env_spec.locked_packages())} packages" if name == lock_name else ""
+        return f"{name} ({len(files[name]) // 1024} KiB, {shares[name] // 1024} KiB encoded{what})"
+
+    if biggest[0] == lock_name:
+        hint = (
+            "it already holds only the wheels Linux x86_64 and this machine need; lock fewer "
+            "packages: drop the dependencies (and --with) the job does not need"
+        )
+    elif biggest[0] == script:
+        hint = "move the data the script carries to a Hub dataset or bucket, mounted with -v"
+    else:
+        hint = "move data to a Hub dataset or bucket and mount it with -v"
+    return BundleTooLargeError(
+        f"the job's files take {encoded_size // 1024} KiB encoded, over the "
+        f"{MAX_BUNDLE_CHARS // 1024} KiB that fit in a job's environment; largest: "
+        + ", ".join(describe(name) for name in biggest),
+        hint=hint,
     )
 
 

@@ -14,16 +14,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-def build_wheel(folder: Path, name: str, version: str, code: str) -> Path:
-    """Write a minimal pure-Python wheel exposing `code` as the package's `__init__`."""
+def build_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    code: str,
+    *,
+    tag: str = "py3-none-any",
+    requires: tuple[str, ...] = (),
+) -> Path:
+    """Write a minimal wheel exposing `code` as the package's `__init__`, for the wheel `tag`
+    (e.g. `cp312-cp312-manylinux_2_17_x86_64`) and with `requires` as its dependencies."""
     dist = name.replace("-", "_")
+    purelib = "true" if tag.endswith("-any") else "false"
     files = {
         f"{dist}/__init__.py": code,
         f"{dist}-{version}.dist-info/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
         ),
         f"{dist}-{version}.dist-info/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: hfuv-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            f"Wheel-Version: 1.0\nGenerator: hfuv-tests\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n"
         ),
     }
     record = []
@@ -33,7 +44,7 @@ def build_wheel(folder: Path, name: str, version: str, code: str) -> Path:
         record.append(f"{path},sha256={encoded},{len(content.encode())}")
     record.append(f"{dist}-{version}.dist-info/RECORD,,")
     files[f"{dist}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    target = folder / f"{dist}-{version}-py3-none-any.whl"
+    target = folder / f"{dist}-{version}-{tag}.whl"
     with zipfile.ZipFile(target, "w") as archive:
         for path, content in files.items():
             archive.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), content)

@@ -159,7 +159,9 @@ def test_check_shows_what_would_run() -> None:
     assert result.code == 0, result.stderr
     rows = {line[:16].strip(): line[16:] for line in result.stdout.splitlines()}
     assert rows["requires-python"] == ">=3.11"
-    assert rows["python"] == "3.12  (chosen)"
+    assert (
+        rows["python"] == "3.12  (preferred; requires-python '>=3.11' of configured.py allows it)"
+    )
     assert rows["flavor"].startswith("Nvidia T4 - small: 4 vCPU, 15 GB RAM, 1x T4 (16 GB)")
     assert rows["flavor"].endswith("([tool.hfuv])")
     assert rows["timeout"] == "2h"

@@ -140,7 +140,7 @@ def test_oversized_bundle_is_refused(tmp_path: Path) -> None:
     (tmp_path / "big.bin").write_bytes(os.urandom(1024 * 1024))
     result = hfuv("run", "s.py", "--dry-run", "--file", "big.bin", cwd=tmp_path)
     assert result.code == 1
-    assert "big.bin (1024 KiB)" in result.stderr
+    assert "largest: big.bin (1024 KiB, 13" in result.stderr
     assert "mount it with -v" in result.stderr
 
 

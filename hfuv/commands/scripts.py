@@ -210,9 +210,9 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
 def run_here(job: Any, replay_inputs: list[str] | None) -> None:
     """Become the job; first record it for replay when `replay_inputs` says what it reads."""
     from hfuv import local
-    from hfuv.uv import pyenv_versions, with_python_visible
+    from hfuv.uv import pyenv_versions
 
-    python = local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
+    python = local.check_python(job.env.python, os.environ)
     prepared = local.prepare(job.spec, environ=os.environ)
     announcement = (
         f"hfuv: running {job.inspection.source.name} here as job {prepared.job_id} "
@@ -296,6 +296,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
         "command": inspection.source.command,
         "requires_python": meta.requires_python,
         "python": inspection.python,
+        "python_reason": inspection.python_choice.reason if inspection.python_choice else None,
         "interpreter": inspection.interpreter,
         "image": image,
         "launch": launch,
@@ -336,7 +337,8 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     for key, item in report["tool_uv"]["settings"].items():
         row("uv setting", f"{key} = {json.dumps(item['value'])}", f"{name}:{item['line']}")
     python_text = report["python"] or "none of 3.9-3.14 satisfies requires-python"
-    row("python", python_text, "chosen" if not config.python else config.origin("python"))
+    row("python", python_text, report["python_reason"] if not config.python
+        else config.origin("python"))  # fmt: skip
     row("image", report["image"], config.origin("image"))
     row("flavor", get_flavor(config.flavor).describe(), config.origin("flavor"))
     row("timeout", format_duration(config.timeout_seconds), config.origin("timeout"))
