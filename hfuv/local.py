@@ -8,7 +8,6 @@ environment.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ class LocalRun:
     workdir: Path
     argv: list[str]
     env: dict[str, str]
+    timeout_seconds: int | None = None
 
 
 def prepare(
@@ -79,7 +79,8 @@ def prepare_body(
             argv[0] = found
         elif argv[0] in ("python3", "python"):
             argv[0] = sys.executable
-    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env)
+    timeout = body.get("timeoutSeconds")
+    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env, timeout_seconds=timeout)
 
 
 def check_python(python: str, environ: Mapping[str, str]) -> str:
@@ -116,17 +117,17 @@ def is_bootstrap(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[1] == "-c" and argv[2] == bootstrap_source()
 
 
-def exec_bootstrap(
+def run_bootstrap(
     run: LocalRun,
     on_start: Callable[[LocalRun], None] | None = None,
     on_ready: Callable[[str, list[str]], None] | None = None,
 ) -> NoReturn:
-    """Become the job: run the bootstrap's steps in this process, then exec its `uv run`.
+    """Run the job here: the bootstrap's steps in this process, then its `uv run`, within the
+    job's timeout (see `hfuv.supervisor`); exit with the job's exit code.
 
-    The same code the job's first process runs, without starting one more interpreter; the
-    script's exit code and signals (Ctrl-C included) are then the process's own.
+    The same code the job's first process runs, without starting one more interpreter.
     """
-    from hfuv import bootstrap
+    from hfuv import bootstrap, supervisor
 
     if not is_bootstrap(run.argv):
         raise UsageError("this job's command is not hfuv's bootstrap; it cannot run locally")
@@ -136,7 +137,5 @@ def exec_bootstrap(
     uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
     if on_ready:
         on_ready(uv, argv)
-    os.chdir(workdir)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(uv, argv, run.env)
+    supervisor.run_job(uv, argv, run.env, cwd=workdir, job_id=run.job_id,
+                       timeout_seconds=run.timeout_seconds)  # fmt: skip

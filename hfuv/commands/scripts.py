@@ -203,15 +203,18 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
 
 
 def run_here(job: Any, replay_inputs: list[str] | None) -> None:
-    """Become the job; first record it for replay when `replay_inputs` says what it reads."""
+    """Run the job here; first record it for replay when `replay_inputs` says what it reads."""
     from hfuv import local
+    from hfuv.flavors import format_duration
     from hfuv.uv import pyenv_versions, with_python_visible
 
     python = local.check_python(job.env.python, with_python_visible(os.environ, job.env.python))
     prepared = local.prepare(job.spec, environ=os.environ)
+    timeout = format_duration(job.spec.body["timeoutSeconds"])
     announcement = (
         f"hfuv: running {job.inspection.source.name} here as job {prepared.job_id} "
-        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}; "
+        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}, "
+        f"timeout {timeout}; "
         f"remotely: {job.spec.estimate()['summary']}); work dir {prepared.workdir}"
     )
 
@@ -224,13 +227,13 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
         entry = replay.local_record(
             stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
             workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
-            files=job.spec.files,
+            files=job.spec.files, timeout_seconds=prepared.timeout_seconds,
         )  # fmt: skip
         replay.save(replay.args_of_this_run(), entry,
                     [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
 
-    local.exec_bootstrap(prepared, on_start=lambda _: status(announcement),
-                         on_ready=record if replay_inputs is not None else None)  # fmt: skip
+    local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
+                        on_ready=record if replay_inputs is not None else None)  # fmt: skip
 
 
 @cli.command()
