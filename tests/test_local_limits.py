@@ -1,10 +1,11 @@
-"""`hfuv run --local` runs the job you asked for: its timeout is enforced, and the script keeps
-its terminal, signals and exit code."""
+"""`hfuv run --local` runs the job you asked for: its timeout is enforced, the script keeps its
+terminal, signals and exit code, and what only a job has (volumes, a job network) is refused."""
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,3 +208,57 @@ def test_in_a_terminal_ctrl_z_stops_hfuv_and_fg_resumes_the_script(tmp_path: Pat
     terminal.type(b"again\n")
     terminal.read_until("got again")
     assert terminal.close() == 0
+
+
+def test_volumes_and_a_job_network_are_refused_before_anything_is_locked(tmp_path: Path) -> None:
+    # A dependency no index has: locking it would fail with another error.
+    header = "# /// script\n# dependencies = ['no-such-package-anywhere']\n"
+    table_volume = write(
+        tmp_path / "mounts.py",
+        header + "# [tool.hfuv]\n# volumes = ['hf://datasets/org/data:/data']\n# ///\n",
+    )
+    table_network = write(
+        tmp_path / "peers.py",
+        header + "# [tool.hf-jobs]\n# network_group = 'trainers'\n# ///\n",
+    )
+    plain = write(tmp_path / "plain.py", header + "# ///\n")
+    cases = [
+        ((str(table_volume),), "a local run cannot mount volumes: dataset org/data at /data "
+         "(from [tool.hfuv]) is only mounted in a job (hint: run it as a job (without --local): "
+         "the script would not find /data here)"),
+        ((str(plain), "-v", "hf://org/model:/weights:ro"), "a local run cannot mount volumes: "
+         "model org/model at /weights (from -v) is only mounted in a job (hint: drop -v here, "
+         "or run it as a job (without --local))"),
+        ((str(table_network),), "a local run has no job network: network group trainers (from "
+         "[tool.hf-jobs]) exists only between jobs (hint: run it as a job (without --local))"),
+        ((str(plain), "--network-group", "g", "--network-alias", "head"), "a local run has no "
+         "job network: network group g (aliases head) (from --network-group) exists only "
+         "between jobs (hint: drop --network-group here, or run it as a job (without --local))"),
+    ]  # fmt: skip
+    cache = Path(os.environ["HFUV_CACHE_DIR"])
+    for args, message in cases:
+        result = hfuv("run", *args, "--local")
+        assert (result.code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
+        assert not (cache / "locks").exists() and not (cache / "runs").exists()
+    dry = hfuv("run", str(table_volume), "--dry-run", "--json")
+    assert "no-such-package-anywhere" in dry.stderr, "a job would lock it (and fail here)"
+
+
+def test_what_this_machine_gives_differently_is_said(tmp_path: Path) -> None:
+    if Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA GPU")
+    script = write(
+        tmp_path / "img.py",
+        "# /// script\n# dependencies = []\n# [tool.hfuv]\n# image = 'vllm/vllm-openai'\n# ///\n"
+        "print('ran')\n",
+    )
+    result = hfuv("run", str(script), "--local", "--flavor", "a10g-small")
+    assert (result.code, result.stdout) == (0, "ran\n"), result.stderr
+    assert (
+        "warning: flavor a10g-small has 1x A10G, and this machine has no NVIDIA GPU: the script "
+        "runs on CPU here (ACCELERATOR is still a10g-small)\n"
+    ) in result.stderr
+    assert (
+        "warning: image vllm/vllm-openai is not used here: a local run uses this machine's "
+        "Python and system libraries\n"
+    ) in result.stderr

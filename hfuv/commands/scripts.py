@@ -83,7 +83,7 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
             raise UsageError("a sweep runs as jobs", hint="list its jobs here with --dry-run")
         points = parse_grid(matrix, matrix_file)
     request = build_request(script, args, params)
-    job = prepare_job(request)
+    job = prepare_job(request, local=local)
     warn(job.warnings)
     if points is not None:
         run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
