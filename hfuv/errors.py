@@ -74,6 +74,10 @@ class BundleTooLargeError(HfuvError):
     """The job's files do not fit in the job's environment."""
 
 
+class ServerError(HfuvError):
+    """`hfuv server` cannot start (its port is taken, for instance)."""
+
+
 class NotAvailableError(UsageError):
     """The feature asked for does not exist yet."""
 

@@ -104,9 +104,16 @@ def inspect_script(
     return Inspection(source, metadata, config, python, interpreter, choice, requires_python)
 
 
-def prepare_job(request: ScriptRequest, environ: Mapping[str, str] | None = None) -> PreparedJob:
-    """Inspect, lock and build the JobSpec for `request`."""
+def prepare_job(
+    request: ScriptRequest, environ: Mapping[str, str] | None = None, *, local: bool = False
+) -> PreparedJob:
+    """Inspect, lock and build the JobSpec for `request`; for a `local` run, first refuse what
+    only a job has."""
     inspection = inspect_script(request, environ)
+    if local:
+        from hfuv.local import check_runs_here
+
+        check_runs_here(inspection.config)
     env_spec = lock.build_env(
         inspection.source,
         inspection.metadata,

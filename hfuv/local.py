@@ -8,20 +8,24 @@ environment.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hfuv.cache import cache_dir
 from hfuv.errors import PythonNotFoundError, UsageError
-from hfuv.flavors import Flavor
+from hfuv.flavors import Flavor, get_flavor
 from hfuv.jobenv import host_environment, new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
 from hfuv.uv import with_python_visible
+
+if TYPE_CHECKING:
+    from hfuv.plan import LaunchConfig
+
+UV_IMAGES = "ghcr.io/astral-sh/uv:"  # uv and Python, as here: the bootstrap checks uv's version
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class LocalRun:
     workdir: Path
     argv: list[str]
     env: dict[str, str]
+    timeout_seconds: int | None = None
 
 
 def prepare(
@@ -79,7 +84,54 @@ def prepare_body(
             argv[0] = found
         elif argv[0] in ("python3", "python"):
             argv[0] = sys.executable
-    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env)
+    timeout = body.get("timeoutSeconds")
+    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env, timeout_seconds=timeout)
+
+
+def check_runs_here(config: LaunchConfig) -> None:
+    """Refuse, before anything is locked, what only a job on Hugging Face has; add a warning
+    for what this machine gives differently (the image, the flavor's GPUs).
+
+    The timeout is enforced here; env, secrets and the flavor's built-in variables are set;
+    labels, name, namespace and max cost only matter to the Jobs API.
+    """
+    as_job = "run it as a job (without --local)"
+    for volume in config.volumes:
+        mount = volume["mountPath"]
+        origin = config.origin(f"volumes.{mount}")
+        raise UsageError(
+            f"a local run cannot mount volumes: {volume['type']} {volume['source']} at {mount} "
+            f"(from {_flag_or(origin, '-v')}) is only mounted in a job",
+            hint=f"drop -v here, or {as_job}" if origin == "flag"
+            else f"{as_job}: the script would not find {mount} here",
+        )  # fmt: skip
+    if config.network_group:
+        origin = config.origin("network_group")
+        aliases = f" (aliases {', '.join(config.network_aliases)})" * bool(config.network_aliases)
+        raise UsageError(
+            f"a local run has no job network: network group {config.network_group}{aliases} "
+            f"(from {_flag_or(origin, '--network-group')}) exists only between jobs",
+            hint=f"drop --network-group here, or {as_job}" if origin == "flag" else as_job,
+        )
+    flavor = get_flavor(config.flavor)
+    if flavor.is_gpu and not _has_nvidia_gpu():
+        config.warnings.append(
+            f"flavor {flavor.name} has {flavor.gpu_count}x {flavor.gpu_model}, and this machine "
+            f"has no NVIDIA GPU: the script runs on CPU here (ACCELERATOR is still {flavor.name})"
+        )
+    if config.image and not config.image.startswith(UV_IMAGES):
+        config.warnings.append(
+            f"image {config.image} is not used here: a local run uses this machine's Python and "
+            "system libraries"
+        )
+
+
+def _flag_or(origin: str, flag: str) -> str:
+    return flag if origin == "flag" else origin
+
+
+def _has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
 
 
 def check_python(python: str, environ: Mapping[str, str]) -> str:
@@ -100,17 +152,17 @@ def is_bootstrap(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[1] == "-c" and argv[2] == bootstrap_source()
 
 
-def exec_bootstrap(
+def run_bootstrap(
     run: LocalRun,
     on_start: Callable[[LocalRun], None] | None = None,
     on_ready: Callable[[str, list[str]], None] | None = None,
 ) -> NoReturn:
-    """Become the job: run the bootstrap's steps in this process, then exec its `uv run`.
+    """Run the job here: the bootstrap's steps in this process, then its `uv run`, within the
+    job's timeout (see `hfuv.supervisor`); exit with the job's exit code.
 
-    The same code the job's first process runs, without starting one more interpreter; the
-    script's exit code and signals (Ctrl-C included) are then the process's own.
+    The same code the job's first process runs, without starting one more interpreter.
     """
-    from hfuv import bootstrap
+    from hfuv import bootstrap, supervisor
 
     if not is_bootstrap(run.argv):
         raise UsageError("this job's command is not hfuv's bootstrap; it cannot run locally")
@@ -120,7 +172,5 @@ def exec_bootstrap(
     uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
     if on_ready:
         on_ready(uv, argv)
-    os.chdir(workdir)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(uv, argv, run.env)
+    supervisor.run_job(uv, argv, run.env, cwd=workdir, job_id=run.job_id,
+                       timeout_seconds=run.timeout_seconds)  # fmt: skip

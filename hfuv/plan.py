@@ -331,9 +331,11 @@ def resolve(
         for spec in layer.get("volumes", []):
             volume = parse_volume(spec, layer_name)
             volumes[volume["mountPath"]] = volume
+            origins[f"volumes.{volume['mountPath']}"] = layer_name
     for spec in options.volumes:
         volume = parse_volume(spec, "-v")
         volumes[volume["mountPath"]] = volume
+        origins[f"volumes.{volume['mountPath']}"] = "flag"
 
     aliases: list[str] = []
     for _layer_name, layer in layers:

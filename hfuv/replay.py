@@ -150,8 +150,7 @@ def load(args: Sequence[str]) -> dict[str, Any] | None:
 def run_if_prepared(args: Sequence[str]) -> None:
     """Replay `hfuv run ARGS` when a current record exists; else return and let the CLI run.
 
-    A local run becomes the job's process and does not return; a submission exits with hfuv's
-    exit code.
+    Neither returns: a local run exits with the job's exit code, a submission with hfuv's.
     """
     record = load(args)
     if record is None:
@@ -187,13 +186,10 @@ def _exec_local(record: dict[str, Any]) -> None:
     env.update({"JOB_ID": job_id, "HFUV_WORKDIR": workdir})
     for line in record["stderr"]:
         sys.stderr.write(line.replace(WORKDIR_TOKEN, workdir).replace(JOB_TOKEN, job_id) + "\n")
-    sys.stderr.flush()
-    os.chdir(workdir)
-    try:
-        os.execve(record["uv"], record["argv"], env)
-    except OSError as exc:
-        sys.stderr.write(f"error: could not start {record['uv']}: {exc.strerror}\n")
-        sys.exit(1)
+    from hfuv.supervisor import run_job
+
+    run_job(record["uv"], record["argv"], env, cwd=workdir, job_id=job_id,
+            timeout_seconds=record["timeout"])  # fmt: skip
 
 
 def _submit(record: dict[str, Any]) -> int:
@@ -217,6 +213,7 @@ def local_record(
     uv: str,
     argv: Sequence[str],
     files: Sequence[str],
+    timeout_seconds: int | None,
 ) -> dict[str, Any]:
     """The record of a local run whose bootstrap chose `uv` and `argv`."""
     from hfuv.jobenv import host_environment
@@ -234,6 +231,7 @@ def local_record(
         "unset": [k for k in host if k not in env],
         "uv": uv,
         "argv": list(argv),
+        "timeout": timeout_seconds,
     }
 
 

@@ -94,7 +94,7 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
             raise UsageError("a sweep runs as jobs", hint="list its jobs here with --dry-run")
         points = parse_grid(matrix, matrix_file)
     request = build_request(script, args, params)
-    job = prepare_job(request)
+    job = prepare_job(request, local=local)
     warn(job.warnings)
     if points is not None:
         run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
@@ -208,15 +208,18 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
 
 
 def run_here(job: Any, replay_inputs: list[str] | None) -> None:
-    """Become the job; first record it for replay when `replay_inputs` says what it reads."""
+    """Run the job here; first record it for replay when `replay_inputs` says what it reads."""
     from hfuv import local
+    from hfuv.flavors import format_duration
     from hfuv.uv import pyenv_versions
 
     python = local.check_python(job.env.python, os.environ)
     prepared = local.prepare(job.spec, environ=os.environ)
+    timeout = format_duration(job.spec.body["timeoutSeconds"])
     announcement = (
         f"hfuv: running {job.inspection.source.name} here as job {prepared.job_id} "
-        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}; "
+        f"(Python {job.env.python}, uv {job.env.uv_version}, {job.spec.flavor.name}, "
+        f"timeout {timeout}; "
         f"remotely: {job.spec.estimate()['summary']}); work dir {prepared.workdir}"
     )
 
@@ -229,13 +232,13 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
         entry = replay.local_record(
             stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
             workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
-            files=job.spec.files,
+            files=job.spec.files, timeout_seconds=prepared.timeout_seconds,
         )  # fmt: skip
         replay.save(replay.args_of_this_run(), entry,
                     [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
 
-    local.exec_bootstrap(prepared, on_start=lambda _: status(announcement),
-                         on_ready=record if replay_inputs is not None else None)  # fmt: skip
+    local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
+                        on_ready=record if replay_inputs is not None else None)  # fmt: skip
 
 
 @cli.command()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from hfuv.errors import UsageError
+from hfuv.errors import ServerError, UsageError
 
 
 def serve(
@@ -32,6 +34,9 @@ def serve(
         ) from None
     from hfuv.server import tokens as token_store
 
+    # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
     state = build_state(data_dir, tokens, max_parallel=max_parallel)
     state.executor.start()
@@ -54,7 +59,7 @@ def serve(
     )
     server = uvicorn.Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         state.scheduler.stop()
         state.executor.stop()
@@ -62,6 +67,44 @@ def serve(
     if not server.started:
         print(f"error: could not listen on {host}:{port}", file=sys.stderr)
         sys.exit(1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on HOST:PORT (port 0: a free one), or one clear error saying why not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(
+            f"cannot listen on --host {host}: {exc.strerror}",
+            hint="give an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all",
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServerError(
+                f"port {port} on {host} is already in use (another hfuv server?)",
+                hint="stop what listens there, or pick another port with --port (0 picks a "
+                "free one)",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServerError(
+                f"no permission to listen on port {port} on {host}",
+                hint="ports below 1024 need privileges; pick another with --port",
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(
+                f"cannot listen on --host {host}: it is not an address of this machine",
+                hint="give one of its addresses, e.g. 127.0.0.1, or 0.0.0.0 for all",
+            ) from None
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)  # uvicorn's backlog: clients that connect before it serves wait in it
+    return sock
 
 
 def default_data_dir() -> Path:
