@@ -28,6 +28,17 @@ def cache_dir() -> Path:
     return Path(cache_root())
 
 
+def remember(path: Path, text: str) -> None:
+    """Write a cache file atomically; a failure is ignored, as a cache only saves time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError:
+        pass
+
+
 # What `hfuv cache prune` removes: per-run state that only grows. Locks, fetched scripts and the
 # other small caches stay (they are what makes the next run fast).
 PRUNABLE = ("runs", "prepared", "code")

@@ -23,6 +23,7 @@ from typing import Any
 
 from hfuv import pep723, toml_write
 from hfuv.cache import cache_dir
+from hfuv.cache import remember as _remember
 from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
 from hfuv.sources import ScriptSource
 from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
@@ -346,16 +347,6 @@ def _cache_path(kind: str, *parts: str | bytes) -> Path:
     )
     digest.update(json.dumps(settings).encode())  # fmt: skip
     return cache_dir() / kind / digest.hexdigest()
-
-
-def _remember(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(path)
-    except OSError:
-        pass  # the cache only saves time
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import re
 import sys
 from urllib.parse import unquote
 
-from hfuv.cache import cache_dir
+from hfuv.cache import cache_dir, remember
 
 FORMAT = "1"  # bump when what is kept changes: memos of another format are not used
 # The job's image is Linux x86_64 (glibc by default; musl wheels kept for other images).
@@ -50,13 +50,7 @@ def for_job(lock_text: str, python: str | None) -> str:
             in_wheels = True
         kept.append(line)
     slim = "\n".join(kept)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_suffix(".tmp")
-        partial.write_text(slim, encoding="utf-8")
-        partial.replace(memo)
-    except OSError:
-        pass  # remembering only saves time
+    remember(memo, slim)
     return slim
 
 
