@@ -238,7 +238,8 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
                     [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
 
     local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
-                        on_ready=record if replay_inputs is not None else None)  # fmt: skip
+                        on_ready=record if replay_inputs is not None else None,
+                        interpreter=python)  # fmt: skip
 
 
 @cli.command()
