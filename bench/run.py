@@ -214,6 +214,72 @@ class Bench:
                      [str(BIN / "uv"), "run", "--python", found or "3.12", str(script)],
                      "uv run --python 3.12", 1.5, warmups=2)  # fmt: skip
 
+    def edited(self, argv: list[str], script: Path, *,
+               idle_server: bool = False) -> Callable[[], float]:  # fmt: skip
+        """One run of `argv` after a comment line is appended to `script` (untimed)."""
+
+        def once() -> float:
+            if idle_server:
+                self.settle()
+            with script.open("a") as out:
+                out.write(f"# edit {time.perf_counter_ns()}\n")
+            return timed(argv, self.env)[0]
+
+        return once
+
+    def edit_loop(self) -> None:
+        """The loop people live in: edit the code, run again; and a new script's first run."""
+        uv = str(BIN / "uv")
+        found = subprocess.run([uv, "python", "find", "3.12"], env=self.env,
+                               capture_output=True, text=True).stdout.strip() or "3.12"  # fmt: skip
+        ours, theirs = self.tmp / "edit-hfuv" / "edited.py", self.tmp / "edit-uv" / "edited.py"
+        for copy in (ours, theirs):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "examples" / "with_deps.py", copy)
+        mine = median_of(self.runs, self.edited(self.hfuv("run", "--local", str(ours)), ours), 2)
+        rival = median_of(self.runs, self.edited([uv, "run", "--python", found, str(theirs)],
+                                                 theirs), 2)  # fmt: skip
+        self.record("hfuv run --local edited.py (warm)", mine, rival, "uv run --python 3.12",
+                    "s", "≤ 1.2×", mine <= 1.2 * rival)  # fmt: skip
+
+        detached = self.tmp / "edit-detach" / "hello.py"
+        detached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "examples" / "hello.py", detached)
+        files = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: SimpleHTTPRequestHandler(
+            *a, directory=str(ROOT / "examples")))  # fmt: skip
+        threading.Thread(target=files.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{files.server_address[1]}/hello.py"
+        official = ("from huggingface_hub import HfApi; "
+                    f"HfApi().run_uv_job({url!r}, namespace='me')")  # fmt: skip
+        try:
+            mine = median_of(self.runs, self.edited(self.hfuv("run", "--detach", str(detached)),
+                                                    detached, idle_server=True))  # fmt: skip
+            rival = median_of(self.runs, self.wall([sys.executable, "-c", official],
+                                                   idle_server=True))  # fmt: skip
+        finally:
+            files.shutdown()
+        self.record("hfuv run --detach edited.py", mine, rival, "run_uv_job(URL)", "s",
+                    "≤ 0.5×", mine <= 0.5 * rival)  # fmt: skip
+
+        counter = iter(range(10_000))
+
+        def first_run(command: Callable[[Path], list[str]]) -> Callable[[], float]:
+            def once() -> float:
+                script = self.tmp / "first" / f"new{next(counter)}" / "new.py"
+                script.parent.mkdir(parents=True)
+                shutil.copy(ROOT / "examples" / "with_deps.py", script)
+                return timed(command(script), self.env)[0]
+
+            return once
+
+        lock_and_run = (f"{uv} lock -q --script \"$1\" && "
+                        f"{uv} run -q --python {found} \"$1\"")  # fmt: skip
+        mine = median_of(self.runs, first_run(lambda p: self.hfuv("run", "--local", str(p))))
+        rival = median_of(self.runs, first_run(lambda p: ["sh", "-c", lock_and_run, "-",
+                                                          str(p)]))  # fmt: skip
+        self.record("first run of a new script (uv cache warm)", mine, rival,
+                    "uv lock + uv run", "s", "≤ 1.1×", mine <= 1.1 * rival)  # fmt: skip
+
     def sweep(self) -> None:
         count = 16 if self.quick else 64
         script = str(ROOT / "examples" / "hello.py")
@@ -313,7 +379,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, log and load")
-    steps = ("startup", "submit", "local", "sweep", "logs", "server_load")
+    steps = ("edit_loop", "startup", "submit", "local", "sweep", "logs", "server_load")
     parser.add_argument("--only", metavar="STEP,…",
                         help=f"run only these benchmarks ({', '.join(steps)})")  # fmt: skip
     options = parser.parse_args()

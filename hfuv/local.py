@@ -156,11 +156,15 @@ def run_bootstrap(
     run: LocalRun,
     on_start: Callable[[LocalRun], None] | None = None,
     on_ready: Callable[[str, list[str]], None] | None = None,
+    interpreter: str | None = None,
 ) -> NoReturn:
     """Run the job here: the bootstrap's steps in this process, then its `uv run`, within the
     job's timeout (see `hfuv.supervisor`); exit with the job's exit code.
 
-    The same code the job's first process runs, without starting one more interpreter.
+    The same code the job's first process runs, without starting one more interpreter. Given
+    `interpreter`, the one uv finds for the job's X.Y (`check_python`), uv gets its path instead
+    of X.Y: the same Python, without uv's search through pyenv's shims each time a new code dir
+    needs a new environment (which is every time the code was edited).
     """
     from hfuv import bootstrap, supervisor
 
@@ -170,6 +174,8 @@ def run_bootstrap(
     if on_start:
         on_start(run)
     uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
+    if interpreter:
+        argv[argv.index("--python") + 1] = interpreter
     if on_ready:
         on_ready(uv, argv)
     supervisor.run_job(uv, argv, run.env, cwd=workdir, job_id=run.job_id,

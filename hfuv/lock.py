@@ -297,10 +297,10 @@ def build_env(
 ) -> EnvSpec:
     """Lock the shipped copy; reuse an up-to-date `SCRIPT.lock`, refuse a stale one.
 
-    Fresh locks are cached by what defines them (the shipped script, Python, uv version, the
-    previous lock and uv's settings in the environment), so a script that has not changed is
-    not resolved again; `refresh` resolves anyway. The lock ships without the wheels neither the
-    job nor this machine can install (see slim_lock.py).
+    Fresh locks are cached by what defines them (the shipped copy's metadata block, Python, uv
+    version, the previous lock and uv's settings in the environment), so an edit to the code
+    outside the block is not resolved again; `refresh` resolves anyway. The lock ships without
+    the wheels neither the job nor this machine can install (see slim_lock.py).
     """
     from hfuv.slim_lock import for_job
 
@@ -321,7 +321,8 @@ def build_env(
             )
         return EnvSpec(python, interpreter, version, script, shipped(existing),
                        lock_path(source.path).name, str(lock_path(source.path)))  # fmt: skip
-    cached = _cache_path("locks", source.name, script, python, version, existing or "")
+    cached = _cache_path("locks", source.name, metadata_block(script), python, version,
+                         existing or "")  # fmt: skip
     if not refresh:
         try:
             return EnvSpec(python, interpreter, version, script, shipped(cached.read_text()),
@@ -332,6 +333,13 @@ def build_env(
                             with_deps=with_deps)  # fmt: skip
     _remember(cached, lock_text)
     return EnvSpec(python, interpreter, version, script, shipped(lock_text), "fresh", str(cached))
+
+
+def metadata_block(script: bytes) -> bytes:
+    """The metadata block of a shipped `script` (which always has one): all that uv locks it
+    from, so a cache keyed by it survives edits to the code."""
+    found = pep723.parse(script)
+    return script.decode("utf-8")[found.start : found.end].encode("utf-8")
 
 
 def _cache_path(kind: str, *parts: str | bytes) -> Path:
@@ -412,7 +420,8 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
 
     Offline: an up-to-date lock needs no network, and a stale one must not trigger a resolution.
     """
-    verdict = _cache_path("lock-checks", name, script, lock_text, python, uv_version())
+    verdict = _cache_path("lock-checks", name, metadata_block(script), lock_text, python,
+                          uv_version())  # fmt: skip
     if verdict.is_file():
         return True
     with _scratch_copy(name, script, lock_text) as target:

@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfuv import costs
+from hfuv.bundle import (
+    BUNDLE_PREFIX,
+    MAX_BUNDLE_CHARS,
+    encoded_size,
+    make_bundle,
+    split_bundle,
+)
+from hfuv.bundle import (
+    default_name as name_for,
+)
 from hfuv.errors import BundleTooLargeError, ConfigError
 from hfuv.flavors import Flavor, get_flavor
 
@@ -29,9 +39,6 @@ if TYPE_CHECKING:  # only for types: a Docker-like job needs neither lock nor so
     from hfuv.plan import LaunchConfig
     from hfuv.sources import ScriptSource
 
-CHUNK_CHARS = 100 * 1024  # one env string stays far below Linux's 128 KiB limit
-MAX_BUNDLE_CHARS = 900 * 1024  # HF Jobs caps one value at about 1 MB; keep the total below that
-BUNDLE_PREFIX = "HFUV_BUNDLE_"
 RESERVED_PREFIX = "HFUV_"
 ENV_LABEL = "hfuv-env"
 
@@ -70,32 +77,6 @@ def default_image(uv_version: str, python: str) -> str:
 @functools.cache
 def bootstrap_source() -> str:
     return (Path(__file__).parent / "bootstrap.py").read_text(encoding="utf-8")
-
-
-def make_bundle(files: Mapping[str, bytes]) -> bytes:
-    """A reproducible gzip-compressed tar of `files` (name → content)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size = len(files[name])
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            archive.addfile(info, io.BytesIO(files[name]))
-    packed = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
-        gz.write(raw.getvalue())
-    return packed.getvalue()
-
-
-def split_bundle(bundle: bytes) -> dict[str, str]:
-    encoded = base64.b64encode(bundle).decode("ascii")
-    return {
-        f"{BUNDLE_PREFIX}{index}": encoded[start : start + CHUNK_CHARS]
-        for index, start in enumerate(range(0, len(encoded), CHUNK_CHARS))
-    }
 
 
 def read_bundle(environment: Mapping[str, str]) -> dict[str, bytes]:
@@ -138,9 +119,7 @@ def _bundle_name(path: Path) -> str:
 
 
 def default_name(source: ScriptSource, args: Sequence[str]) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]", "-", source.name.removesuffix(".py"))[:60] or "script"
-    digest = hashlib.sha256("\0".join([source.sha256, *args]).encode()).hexdigest()[:8]
-    return f"{stem}-{digest}"
+    return name_for(source.name, source.sha256, args)
 
 
 def build_job_spec(
@@ -160,9 +139,9 @@ def build_job_spec(
             raise ConfigError(f"--file {name} clashes with the shipped script or its lock")
         files[name] = content
     bundle = make_bundle(files)
-    encoded_size = (len(bundle) + 2) // 3 * 4
-    if encoded_size > MAX_BUNDLE_CHARS:
-        raise _too_large(files, encoded_size, source.name, lock_name, env_spec)
+    size = encoded_size(bundle)
+    if size > MAX_BUNDLE_CHARS:
+        raise _too_large(files, size, source.name, lock_name, env_spec)
     for key in config.env:
         if key.startswith(RESERVED_PREFIX):
             raise ConfigError(f"env name {key} is reserved for hfuv", hint="rename it")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 # Shell bookkeeping that changes between identical commands and that nothing in hfuv reads.
 VOLATILE = frozenset(("_", "OLDPWD", "SHLVL", "PWD"))
 JOB_TOKEN, WORKDIR_TOKEN = "\0job-id\0", "\0workdir\0"
@@ -142,9 +142,125 @@ def load(args: Sequence[str]) -> dict[str, Any] | None:
     recorded = {path for path, _ in inputs}
     if any(path not in recorded for path in code_files()):
         return None
-    if any(signature(path) != found for path, found in inputs):
+    script = record.get("script") or {}
+    if any(signature(path) != found for path, found in inputs if path != script.get("path")):
         return None
-    return record
+    if not script:
+        return record
+    try:  # by content, not by stat: two edits within one clock tick look alike to a stat
+        with open(script["path"], "rb") as source:
+            content = source.read()
+    except OSError:
+        return None
+    return record if _sha256(content) == script["sha256"] else edited(record, content)
+
+
+def script_record(request: Any, job: Any) -> dict[str, Any] | None:
+    """How a replay checks the script (by its sha256), and, for a script with a metadata block,
+    what lets it follow an edit to the code: the user's bytes up to the end of the block
+    (`head`) and the shipped copy's (`shipped_head`). Everything else a record holds depends
+    only on those."""
+    source, metadata = job.inspection.source, job.inspection.metadata
+    found = {"path": os.path.abspath(source.path), "sha256": source.sha256}
+    if not metadata.found or request.sha256:  # a pinned sha256 refuses any edit
+        return found
+    head = source.content.decode("utf-8")[: metadata.end].encode("utf-8")
+    tail = source.content[len(head) :]
+    shipped = job.env.script
+    if not head.endswith(b"\n") or not shipped.endswith(tail):
+        return found
+    from hfuv.payload import read_bundle
+
+    others = {k: v for k, v in read_bundle(job.spec.body["environment"]).items()
+              if k != source.name}  # fmt: skip
+    return {**found, "head": head, "shipped_head": shipped[: len(shipped) - len(tail)],
+            "name": source.name, "others": others,
+            "default_name": "name" not in job.inspection.config.labels}  # fmt: skip
+
+
+def edited(record: dict[str, Any], content: bytes) -> dict[str, Any] | None:
+    """`record` for the script's new `content`, when only its code changed: the block (and all
+    before it) as recorded, and no `# ///` after it that could close or open one. Else None."""
+    script = record["script"]
+    head = script.get("head")
+    if head is None or not content.startswith(head):
+        return None
+    tail = content[len(head) :]
+    if b"# ///" in tail:
+        return None
+    try:
+        tail.decode("utf-8")  # uv reads a script with a block as UTF-8
+    except UnicodeDecodeError:
+        return None
+    from hfuv import bundle
+
+    name = script["name"]
+    files = {**script["others"], name: script["shipped_head"] + tail}
+    packed = bundle.make_bundle(files)
+    if bundle.encoded_size(packed) > bundle.MAX_BUNDLE_CHARS:
+        return None  # the full path says what is too big
+    digest = _sha256(packed)
+    changed = {"HFUV_BUNDLE_SHA256": digest, "HFUV_SOURCE_SHA256": _sha256(content)}
+    parts = bundle.split_bundle(packed)
+    new = dict(record)
+    if record["mode"] == "local":
+        codedir = os.path.join(os.path.dirname(record["codedir"]), digest[:32])
+        changed["HFUV_CODEDIR"] = codedir
+        new["env"] = _rebundled(record["env"], parts, changed)
+        new["argv"] = list(record["argv"])
+        new["argv"][new["argv"].index("--script") + 1] = os.path.join(codedir, name)
+        new.update(codedir=codedir, contents=files)
+        return new if _unpacked(codedir, files) else None
+    body = dict(record["body"])
+    body["environment"] = _rebundled(body["environment"], parts, changed)
+    if script["default_name"]:
+        args = body["command"][3:]
+        body["labels"] = {**body["labels"], "name": bundle.default_name(name, changed[
+            "HFUV_SOURCE_SHA256"], args)}  # fmt: skip
+    new["body"] = body
+    return new
+
+
+def _rebundled(env: Mapping[str, str], parts: Mapping[str, str],
+               changed: Mapping[str, str]) -> dict[str, str]:  # fmt: skip
+    """`env` with the bundle `parts` where the old ones were and `changed` values, in order."""
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if key.startswith("HFUV_BUNDLE_") and key[12:].isdigit():
+            if key == "HFUV_BUNDLE_0":
+                out.update(parts)
+            continue
+        out[key] = changed.get(key, value)
+    return out
+
+
+def _unpacked(codedir: str, files: Mapping[str, bytes]) -> bool:
+    """The code dir of a bundle of `files`, as the bootstrap makes it: atomically, in full."""
+    if os.path.isdir(codedir):
+        return True
+    import shutil
+    import tempfile
+
+    parent = os.path.dirname(codedir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
+        _write_files(staging, files)
+    except OSError:
+        return False
+    try:
+        os.rename(staging, codedir)  # concurrent runs see all or nothing
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another run got there first
+    return os.path.isdir(codedir)
+
+
+def _write_files(folder: str, files: Mapping[str, bytes]) -> None:
+    for name, content in files.items():
+        target = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as out:
+            out.write(content)
 
 
 def run_if_prepared(args: Sequence[str]) -> None:
@@ -169,14 +285,14 @@ def _exec_local(record: dict[str, Any]) -> None:
     job_id = new_job_id()
     workdir = os.path.join(record["runs"], job_id)
     try:
-        # The code dir holds this very bundle, unpacked and checked by an earlier bootstrap.
-        for name in record["files"]:
-            target = os.path.join(workdir, name)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(os.path.join(record["codedir"], name), "rb") as source:
-                content = source.read()
-            with open(target, "wb") as out:
-                out.write(content)
+        files = record.get("contents")  # an edited script's, rebuilt by `edited`
+        if files is None:
+            # The code dir holds this very bundle, unpacked and checked by an earlier bootstrap.
+            files = {}
+            for name in record["files"]:
+                with open(os.path.join(record["codedir"], name), "rb") as source:
+                    files[name] = source.read()
+        _write_files(workdir, files)
     except OSError:
         return  # the full path will say what is wrong
     env = host_environment(os.environ)
@@ -214,6 +330,7 @@ def local_record(
     argv: Sequence[str],
     files: Sequence[str],
     timeout_seconds: int | None,
+    script: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The record of a local run whose bootstrap chose `uv` and `argv`."""
     from hfuv.jobenv import host_environment
@@ -232,14 +349,19 @@ def local_record(
         "uv": uv,
         "argv": list(argv),
         "timeout": timeout_seconds,
+        "script": script,
     }
 
 
 def remote_record(
-    stderr: Sequence[str], body: Mapping[str, Any], options: Mapping[str, Any]
+    stderr: Sequence[str],
+    body: Mapping[str, Any],
+    options: Mapping[str, Any],
+    script: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The record of a submission: its body, and `hfuv.submission.submit`'s options."""
-    return {"mode": "remote", "stderr": list(stderr), "body": dict(body), "submit": dict(options)}
+    return {"mode": "remote", "stderr": list(stderr), "body": dict(body),
+            "submit": dict(options), "script": script}  # fmt: skip
 
 
 def args_of_this_run() -> list[str] | None:

@@ -88,8 +88,8 @@ def test_any_change_runs_the_full_path(tmp_path: Path) -> None:
     assert (seen["env"]["APP_MODE"], replayed) == ("b", False)
 
     script.write_text(PROBE.replace("hfuv_demo_a.VALUE", "hfuv_demo_a.VALUE + '!'"))
-    seen, replayed = run()
-    assert (seen["a"], replayed) == ("a-1.1.0!", False)
+    seen, replayed = run()  # an edit to the code only: replayed, with the new code
+    assert (seen["a"], replayed) == ("a-1.1.0!", True)
 
     assert hfuv("lock", str(script)).code == 0  # a SCRIPT.lock appears beside the script
     seen, replayed = run()

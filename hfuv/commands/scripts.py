@@ -102,9 +102,10 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
     elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
     elif local:
-        from hfuv.replay import recordable_inputs
+        from hfuv import replay
 
-        run_here(job, recordable_inputs(request, job, token))
+        inputs = replay.recordable_inputs(request, job, token)
+        run_here(job, inputs, replay.script_record(request, job) if inputs is not None else None)
     else:
         from hfuv import replay, submission
 
@@ -112,7 +113,8 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
                                  detach=detach, submission_key=submission_key)  # fmt: skip
         inputs = replay.recordable_inputs(request, job, token)
         if inputs is not None:
-            record = replay.remote_record(warning_lines(job.warnings), job.spec.body, options)
+            record = replay.remote_record(warning_lines(job.warnings), job.spec.body, options,
+                                          replay.script_record(request, job))  # fmt: skip
             replay.save(replay.args_of_this_run(), record, inputs)
         sys.exit(submission.submit(job.spec.body, **options))
 
@@ -207,8 +209,9 @@ def print_dry_run(job: Any, endpoint: str | None, *, as_json: bool) -> None:
     )
 
 
-def run_here(job: Any, replay_inputs: list[str] | None) -> None:
-    """Run the job here; first record it for replay when `replay_inputs` says what it reads."""
+def run_here(job: Any, replay_inputs: list[str] | None, script: dict[str, Any] | None) -> None:
+    """Run the job here; first record it for replay when `replay_inputs` says what it reads
+    (and `script` how a replay checks the script, see `replay.script_record`)."""
     from hfuv import local
     from hfuv.flavors import format_duration
     from hfuv.uv import pyenv_versions
@@ -232,13 +235,14 @@ def run_here(job: Any, replay_inputs: list[str] | None) -> None:
         entry = replay.local_record(
             stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
             workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
-            files=job.spec.files, timeout_seconds=prepared.timeout_seconds,
+            files=job.spec.files, timeout_seconds=prepared.timeout_seconds, script=script,
         )  # fmt: skip
         replay.save(replay.args_of_this_run(), entry,
                     [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
 
     local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
-                        on_ready=record if replay_inputs is not None else None)  # fmt: skip
+                        on_ready=record if replay_inputs is not None else None,
+                        interpreter=python)  # fmt: skip
 
 
 @cli.command()
