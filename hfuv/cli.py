@@ -88,6 +88,20 @@ class HfuvGroup(click.Group):
             ctx.exit(0)
         except (KeyboardInterrupt, click.Abort):
             ctx.exit(130)
+        except click.ClickException as exc:  # click's own: one line, as for hfuv's errors
+            ctx.exit(report(click_error(exc)))
+
+
+def click_error(exc: click.ClickException) -> Any:
+    """click's usage error (its message, and where help is) as one of hfuv's errors."""
+    from hfuv.errors import HfuvError, UsageError
+
+    message = exc.format_message()
+    message = (message[:1].lower() + message[1:]).replace(". (", " (").rstrip(".")
+    if not isinstance(exc, click.UsageError):
+        return HfuvError(message)
+    command = exc.ctx.command_path if exc.ctx else "hfuv"
+    return UsageError(message, hint=f"`{command} --help` lists what it takes")
 
 
 @click.group(cls=HfuvGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -122,7 +122,9 @@ def get_flavor(name: str, *, origin: str = "--flavor") -> Flavor:
     if name in learned:
         return learned[name]
     names = list(dict.fromkeys([*CATALOG, *learned]))  # an endpoint lists the built-in ones too
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    typed = name.strip().lower()
+    close = [known for known in names if known.lower() == typed or known.startswith(typed)][:3]
+    close = close or difflib.get_close_matches(typed, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else "run `hfuv hardware` for the list"
     raise ConfigError(f"unknown flavor {name!r} (from {origin})", hint=hint)
 

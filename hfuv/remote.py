@@ -258,7 +258,12 @@ def existing_submissions(
 
 
 def sweep_jobs(client: JobsClient, namespace: str, sweep: str) -> dict[int, dict[str, Any]]:
-    """The latest job of each index of a sweep."""
+    """The latest job of each index of a sweep; a sweep without jobs is an error."""
+    from hfuv.errors import HfuvError
     from hfuv.sweep import SWEEP_LABEL, latest_per_index
 
-    return latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep}",)))
+    found = latest_per_index(client.list_jobs(namespace, labels=(f"{SWEEP_LABEL}={sweep}",)))
+    if not found:
+        raise HfuvError(f"no jobs in sweep {sweep} (namespace {namespace})",
+                        hint="check the sweep id and --namespace")  # fmt: skip
+    return found

@@ -128,7 +128,13 @@ def summarize_errors(stderr: str, limit: int = 200) -> str:
 
 
 def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
+    """`text` cut to `limit` characters at a word boundary, with `…` where it was cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    if " " in cut[limit // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:(") + "…"
 
 
 def transcript(argv: Sequence[str], stderr: str) -> str:

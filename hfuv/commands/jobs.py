@@ -169,8 +169,6 @@ def wait(jobs: tuple[str, ...], timeout: str | None, sweep: str | None, namespac
         if sweep:
             ns = client.namespace(namespace)
             jobs = tuple(f"{ns}/{j['id']}" for j in remote.sweep_jobs(client, ns, sweep).values())
-            if not jobs:
-                raise UsageError(f"no jobs in sweep {sweep} (namespace {ns})")
         for ref in jobs:
             ns, job_id = job_ref(client, ref, namespace)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -222,10 +220,6 @@ def sweep_retry(sweep: str, failed: bool, dry_run: bool, namespace: str | None,
     with make_client(endpoint, token) as client:
         ns = client.namespace(namespace)
         members = remote.sweep_jobs(client, ns, sweep)
-        if not members:
-            from hfuv.errors import UsageError
-
-            raise UsageError(f"no jobs in sweep {sweep} (namespace {ns})")
         retried = 0
         for index, job in members.items():
             if job["status"]["stage"] in ("ERROR", "CANCELED"):

@@ -293,6 +293,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
         "origin": inspection.source.origin,
         "sha256": inspection.source.sha256,
         "metadata_found": meta.found,
+        "metadata_ignored_line": meta.shadowed_block_line,  # uv ignores that block
         "dependencies": meta.dependencies,
         "with": list(params.get("with_deps", ())),  # locked with the dependencies
         "tool_uv": {  # what the lock and the job will reach: indexes, sources, settings
@@ -327,7 +328,13 @@ def print_check(report: dict[str, Any], config: Any) -> None:
 
     deps = report["dependencies"]
     row("script", f"{report['origin']} (sha256 {report['sha256'][:12]})")
-    row("metadata", "found" if report["metadata_found"] else "none (a block is added to lock it)")
+    if report["metadata_found"]:
+        row("metadata", "found")
+    elif report["metadata_ignored_line"]:
+        row("metadata", f"ignored by uv (line {report['metadata_ignored_line']}; see the warning): "
+                        "`hfuv run` refuses the script until it is fixed")  # fmt: skip
+    else:
+        row("metadata", "none (a block is added to lock it)")
     row("requires-python", report["requires_python"] or "-")
     row("dependencies", ", ".join(deps) if deps else "none")
     if report["with"]:
