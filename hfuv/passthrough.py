@@ -32,7 +32,10 @@ def check(args: Sequence[str], own: Mapping[str, bool], others: Mapping[str, Seq
             continue
         if typed != token[:2]:  # a long name; `-dry-run` is one too, not -d -r -y …
             long_name = "-" + typed if not typed.startswith("--") else typed
-            suggestion = near_miss(long_name, [option for option in own if option[1] == "-"])
+            long_options = [option for option in own if option[1] == "-"]
+            suggestion = near_miss(long_name, long_options)
+            if not suggestion and typed.startswith("--"):
+                suggestion = ", ".join(abbreviated(typed, long_options))
             if suggestion:
                 _refuse(f"no such option {typed} (did you mean {suggestion}?)", target)
             if long_name in others:
@@ -65,6 +68,16 @@ def near_miss(name: str, options: Sequence[str]) -> str | None:
         if distance <= (2 if len(real) >= 8 else 1) and (best is None or distance < best[0]):
             best = (distance, option)
     return best[1] if best else None
+
+
+def abbreviated(name: str, options: Sequence[str]) -> list[str]:
+    """The options `name` is a strict prefix of, if it has 3 letters or more: `--dry` is
+    `--dry-run` cut short (click does not expand it, so it would reach the script)."""
+    typed = name.lstrip("-").lower().replace("_", "-")
+    if len(typed) < 3:
+        return []
+    return [option for option in options if option.lstrip("-").startswith(typed)
+            and option.lstrip("-") != typed]  # fmt: skip
 
 
 def edit_distance(a: str, b: str) -> int:

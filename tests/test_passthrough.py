@@ -116,11 +116,11 @@ def test_every_creating_command_has_a_dry_run(server: ServerProcess, tmp_path: P
 def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:
     script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
     shown = hfuv("run", script, "--dry-run", "--json", "-e", "X=--dryrun", "--name", "--loacl",
-                 "-lteam=ml", "--lr", "1e-4", "--width", "3", "--names", "-x",
+                 "-lteam=ml", "--lr", "1e-4", "--width", "3", "--named", "-x",
                  "--", "--dryrun")  # fmt: skip
     assert shown.code == 0, shown.stderr
     body = shown.json()["body"]
-    assert body["command"][3:] == ["--lr", "1e-4", "--width", "3", "--names", "-x", "--dryrun"]
+    assert body["command"][3:] == ["--lr", "1e-4", "--width", "3", "--named", "-x", "--dryrun"]
     assert body["environment"]["X"] == "--dryrun"
     assert body["labels"]["name"] == "--loacl" and body["labels"]["team"] == "ml"
     local = hfuv("run", script, "--local", "--epochs", "3", "-k", "--", "--loacl", "--detatch")
@@ -204,3 +204,37 @@ def test_what_counts_as_a_near_miss(typed: str, meant: str | None) -> None:
     options = ["--dry-run", "--local", "--detach", "--with", "--label", "--name",
                "--network-group", "--env", "--json"]  # fmt: skip
     assert near_miss(typed, options) == meant
+
+
+EVERYDAY_SCRIPT_OPTIONS = [
+    "--lr", "--epochs", "--batch-size", "--model", "--output-dir", "--seed", "--data",
+    "--dataset", "--local-rank", "--max-steps", "--push-to-hub", "--wandb", "--config",
+    "--num-workers", "--fp16", "--bf16", "--resume", "--eval", "--debug", "--verbose",
+    "--tokenizer", "--split", "--subset",
+]  # fmt: skip
+
+
+def test_an_abbreviated_option_is_refused_but_script_options_pass(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    cases = {
+        ("run", script, "--dry", "--flavor", "h200", "-d"): "--dry (did you mean --dry-run?)",
+        ("run", script, "--flav", "h200", "-d"): "--flav (did you mean --flavor?)",
+        ("run", script, "--det"): "--det (did you mean --detach?)",
+        ("run", script, "--loc", "-d"): "--loc (did you mean --local?)",
+        ("run", script, "--nam=x", "-d"): "--nam (did you mean --name, --namespace?)",
+        ("run", script, "--names", "x"): "--names (did you mean --namespace?)",
+        ("schedule", "create", "0 3 * * *", script, "--dry"): "--dry (did you mean --dry-run?)",
+        ("exec", "python:3.12", "--det", "--", "true"): "--det (did you mean --detach?)",
+    }
+    for args, said in cases.items():
+        line = one_error_line(hfuv(*args, env=server.env()))
+        assert line.startswith(f"error: no such option {said}; to give it to the "), args
+    assert remote_state(server) == ([], [], [])
+
+    shown = hfuv("run", script, "--dry-run", "--json", *EVERYDAY_SCRIPT_OPTIONS, "--de",
+                 env=server.env())  # fmt: skip
+    assert shown.code == 0, shown.stderr
+    assert shown.json()["body"]["command"][3:] == [*EVERYDAY_SCRIPT_OPTIONS, "--de"]
+    assert remote_state(server) == ([], [], [])
