@@ -36,7 +36,7 @@ class LaunchCommand(click.Command):
         from hfuv.passthrough import check
 
         own = {
-            name: not (option.is_flag or option.count)
+            name: None if option.is_flag or option.count else value_spelling(option)
             for option in options_of(self.get_params(ctx))
             for name in option_names(option)
         }
@@ -56,6 +56,11 @@ def options_of(params: list[click.Parameter]) -> list[click.Option]:
 
 def option_names(option: click.Option) -> list[str]:
     return [*option.opts, *option.secondary_opts]
+
+
+def value_spelling(option: click.Option) -> str:
+    """The name to attach an option's value to (`--label=V`, not `-l=V`, which means `=V`)."""
+    return next((name for name in option.opts if name.startswith("--")), option.opts[0])
 
 
 def launch_commands(group: click.Group, path: str) -> list[tuple[str, LaunchCommand]]:

@@ -238,3 +238,38 @@ def test_an_abbreviated_option_is_refused_but_script_options_pass(
     assert shown.code == 0, shown.stderr
     assert shown.json()["body"]["command"][3:] == [*EVERYDAY_SCRIPT_OPTIONS, "--de"]
     assert remote_state(server) == ([], [], [])
+
+
+def test_a_missing_value_does_not_swallow_the_next_option(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    cases = {
+        ("run", script, "--name", "--dry-run", "-d"): ("--name", "the option --dry-run",
+                                                       "--name=--dry-run"),
+        ("run", script, "-l", "--dry-run", "-d"): ("-l", "the option --dry-run",
+                                                   "--label=--dry-run"),
+        ("run", script, "-dl", "--local"): ("-l", "the option --local", "--label=--local"),
+        ("run", script, "--flavor", "--local"): ("--flavor", "the option --local",
+                                                 "--flavor=--local"),
+        ("run", script, "--name", "-d"): ("--name", "the option -d", "--name=-d"),
+        ("run", script, "--name", "--", "x"): ("--name", "--", "--name=--"),
+        ("schedule", "create", "@daily", script, "-e", "--dry-run"): ("-e", "the option --dry-run",
+                                                                      "--env=--dry-run"),
+        ("exec", "python:3.12", "--name", "--detach", "--", "true"): ("--name",
+                                                                      "the option --detach",
+                                                                      "--name=--detach"),
+    }  # fmt: skip
+    for args, (option, word, attached) in cases.items():
+        line = one_error_line(hfuv(*args, env=server.env()))
+        assert line == (f"error: {option} needs a value, but the next word is {word} "
+                        f"(hint: write {attached} if you mean that)"), args  # fmt: skip
+    assert remote_state(server) == ([], [], [])
+
+    meant = hfuv("run", script, "--name=--dry-run", "-e", "X=--dryrun", "--label=--local",
+                 "--dry-run", "--json", env=server.env())  # fmt: skip
+    assert meant.code == 0, meant.stderr
+    body = meant.json()["body"]
+    assert body["labels"]["name"] == "--dry-run" and body["labels"]["--local"] == ""
+    assert body["environment"]["X"] == "--dryrun"
+    assert remote_state(server) == ([], [], [])
