@@ -273,3 +273,29 @@ def test_a_missing_value_does_not_swallow_the_next_option(
     assert body["labels"]["name"] == "--dry-run" and body["labels"]["--local"] == ""
     assert body["environment"]["X"] == "--dryrun"
     assert remote_state(server) == ([], [], [])
+
+
+def test_an_unknown_option_before_the_script_is_not_taken_for_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    for_script = "(hint: options for the script go after SCRIPT, or after --)"
+    for_command = "(hint: options for the command go after IMAGE, or after --)"
+    cases = {
+        ("run", "--foo", script, "-d"):
+            f"--foo is not a script: hfuv has no option --foo {for_script}",
+        ("run", "-x", script, "-d"): f"-x is not a script: hfuv has no option -x {for_script}",
+        ("exec", "--foo", "python:3.12", "--", "true"):
+            f"--foo is not an image: hfuv has no option --foo {for_command}",
+        ("schedule", "create", "@daily", "--foo", script):
+            f"--foo is not a script: hfuv has no option --foo {for_script}",
+        ("schedule", "exec", "@daily", "--foo", "python:3.12", "--", "true"):
+            f"--foo is not an image: hfuv has no option --foo {for_command}",
+    }  # fmt: skip
+    for args, said in cases.items():
+        assert one_error_line(hfuv(*args, env=server.env())) == f"error: {said}", args
+    assert remote_state(server) == ([], [], [])
+
+    from_stdin = hfuv("run", "--dry-run", "--json", "-", "--foo", input=SHOW_ARGS)
+    assert from_stdin.code == 0, from_stdin.stderr
+    assert from_stdin.json()["body"]["command"][3:] == ["--foo"]
