@@ -299,3 +299,28 @@ def test_an_unknown_option_before_the_script_is_not_taken_for_it(
     from_stdin = hfuv("run", "--dry-run", "--json", "-", "--foo", input=SHOW_ARGS)
     assert from_stdin.code == 0, from_stdin.stderr
     assert from_stdin.json()["body"]["command"][3:] == ["--foo"]
+
+
+def test_a_python_without_a_uv_image_needs_an_image(server: ServerProcess, tmp_path: Path) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    table = "# /// script\n# [tool.hfuv]\n# python = '3.99'\n# ///\n"
+    in_table = str(write(tmp_path / "in_table.py", table + SHOW_ARGS))
+    refusal = ("has no uv image: hfuv supports Python 3.9 to 3.14 "
+               "(hint: pick one of those, or give an --image that has it)")  # fmt: skip
+    cases = {
+        ("run", script, "-p", "3.99", "-d"): "python 3.99 (from --python)",
+        ("run", script, "--python", "3.8", "-d"): "python 3.8 (from --python)",
+        ("run", in_table, "-d"): "python 3.99 (from [tool.hfuv])",
+    }
+    for args, said in cases.items():
+        assert one_error_line(hfuv(*args, env=server.env())) == f"error: {said} {refusal}", args
+    scheduled = hfuv("schedule", "create", "@daily", script, "-p", "3.99", env=server.env())
+    assert scheduled.code == 2  # after its `next runs:` status line
+    assert scheduled.stderr.endswith(f"\nerror: python 3.99 (from --python) {refusal}\n")
+    assert remote_state(server) == ([], [], [])
+
+    with_image = hfuv("run", in_table, "--image", "python:3.99", "--dry-run", "--json",
+                      env=server.env())  # fmt: skip
+    assert with_image.code == 0, with_image.stderr
+    assert with_image.json()["body"]["dockerImage"] == "python:3.99"
+    assert remote_state(server) == ([], [], [])
