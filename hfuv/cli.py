@@ -36,7 +36,7 @@ class LaunchCommand(click.Command):
         from hfuv.passthrough import check
 
         own = {
-            name: not (option.is_flag or option.count)
+            name: None if option.is_flag or option.count else value_spelling(option)
             for option in options_of(self.get_params(ctx))
             for name in option_names(option)
         }
@@ -47,7 +47,26 @@ class LaunchCommand(click.Command):
                     if name not in own:
                         others.setdefault(name, []).append(path)
         check(args, own, others, where=ctx.command_path, target=self.passes_to)
-        return super().parse_args(ctx, args)
+        rest = super().parse_args(ctx, args)
+        self.refuse_options_as_arguments(ctx)
+        return rest
+
+    def refuse_options_as_arguments(self, ctx: click.Context) -> None:
+        """`hfuv run --foo s.py`: click hands the unknown `--foo` on as SCRIPT (`-` is stdin)."""
+        from hfuv.errors import UsageError
+
+        arguments = [p for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+        single = [argument for argument in arguments if argument.nargs == 1]
+        for argument in single:
+            value = ctx.params.get(argument.name or "")
+            if isinstance(value, str) and value.startswith("-") and value != "-":
+                noun = argument.human_readable_name.lower()
+                raise UsageError(
+                    f"{value} is not {'an' if noun[0] in 'aeiou' else 'a'} {noun}: "
+                    f"hfuv has no option {value}",
+                    hint=f"options for the {self.passes_to} go after "
+                    f"{single[-1].human_readable_name}, or after --",
+                )
 
 
 def options_of(params: list[click.Parameter]) -> list[click.Option]:
@@ -56,6 +75,11 @@ def options_of(params: list[click.Parameter]) -> list[click.Option]:
 
 def option_names(option: click.Option) -> list[str]:
     return [*option.opts, *option.secondary_opts]
+
+
+def value_spelling(option: click.Option) -> str:
+    """The name to attach an option's value to (`--label=V`, not `-l=V`, which means `=V`)."""
+    return next((name for name in option.opts if name.startswith("--")), option.opts[0])
 
 
 def launch_commands(group: click.Group, path: str) -> list[tuple[str, LaunchCommand]]:

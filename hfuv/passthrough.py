@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from hfuv.errors import UsageError
 
 
-def check(args: Sequence[str], own: Mapping[str, bool], others: Mapping[str, Sequence[str]],
-          *, where: str, target: str) -> None:  # fmt: skip
+def check(args: Sequence[str], own: Mapping[str, str | None],
+          others: Mapping[str, Sequence[str]], *, where: str, target: str) -> None:  # fmt: skip
     """Refuse the first unknown option before `--` that is a near miss of one of `own` (option
-    → whether it takes a value), or an option of other commands (`others`: option → their names)
-    that this one lacks."""
+    → None for a flag, else how its value is best attached: `--label` for `-l`), or an option of
+    other commands (`others`: option → their names) that this one lacks; and a value, given as
+    the next word, that is one of `own` (the value is missing: `--name --dry-run`)."""
     tokens = iter(args)
     for token in tokens:
         if token == "--":
@@ -28,11 +29,14 @@ def check(args: Sequence[str], own: Mapping[str, bool], others: Mapping[str, Seq
         typed = token.partition("=")[0] if token.startswith("--") or len(token) > 2 else token
         if typed in own:  # `--flavor`, `--flavor=X`, `-p`: their value is not an option
             if own[typed] and "=" not in token:
-                next(tokens, None)
+                _refuse_option_as_value(typed, next(tokens, None), own)
             continue
         if typed != token[:2]:  # a long name; `-dry-run` is one too, not -d -r -y …
             long_name = "-" + typed if not typed.startswith("--") else typed
-            suggestion = near_miss(long_name, [option for option in own if option[1] == "-"])
+            long_options = [option for option in own if option[1] == "-"]
+            suggestion = near_miss(long_name, long_options)
+            if not suggestion and typed.startswith("--"):
+                suggestion = ", ".join(abbreviated(typed, long_options))
             if suggestion:
                 _refuse(f"no such option {typed} (did you mean {suggestion}?)", target)
             if long_name in others:
@@ -45,7 +49,7 @@ def check(args: Sequence[str], own: Mapping[str, bool], others: Mapping[str, Seq
                 _refuse_missing(short, others[short], where, target)
             if own.get(short):  # the rest of the token is its value, or else the next token
                 if index == len(token):
-                    next(tokens, None)
+                    _refuse_option_as_value(short, next(tokens, None), own)
                 break
 
 
@@ -67,6 +71,16 @@ def near_miss(name: str, options: Sequence[str]) -> str | None:
     return best[1] if best else None
 
 
+def abbreviated(name: str, options: Sequence[str]) -> list[str]:
+    """The options `name` is a strict prefix of, if it has 3 letters or more: `--dry` is
+    `--dry-run` cut short (click does not expand it, so it would reach the script)."""
+    typed = name.lstrip("-").lower().replace("_", "-")
+    if len(typed) < 3:
+        return []
+    return [option for option in options if option.lstrip("-").startswith(typed)
+            and option.lstrip("-") != typed]  # fmt: skip
+
+
 def edit_distance(a: str, b: str) -> int:
     """Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b`."""
     rows = [list(range(len(b) + 1))]
@@ -82,6 +96,18 @@ def edit_distance(a: str, b: str) -> int:
 
 def _refuse(what: str, target: str) -> None:
     raise UsageError(f"{what}; to give it to the {target}, put it after --")
+
+
+def _refuse_option_as_value(option: str, value: str | None, own: Mapping[str, str | None]) -> None:
+    """`--name --dry-run`: click would take `--dry-run` as the name; far likelier, the name was
+    forgotten. `--name=--dry-run` says the value is meant."""
+    if value != "--" and (value is None or value.partition("=")[0] not in own):
+        return
+    what = "--" if value == "--" else f"the option {value}"
+    spelled = own[option] or option
+    attached = f"{spelled}={value}" if spelled.startswith("--") else f"{spelled}{value}"
+    raise UsageError(f"{option} needs a value, but the next word is {what}",
+                     hint=f"write {attached} if you mean that")  # fmt: skip
 
 
 def _refuse_missing(option: str, owners: Sequence[str], where: str, target: str) -> None:

@@ -249,6 +249,8 @@ def resolve(
             f"invalid python {python!r} (from {_describe(origins['python'], '--python')})",
             hint="give X.Y (e.g. 3.12) or an absolute interpreter path inside the image",
         )
+    if python is not None and image is None and not python.startswith("/"):
+        _refuse_python_without_image(python, _describe(origins["python"], "--python"))
     timeout_value = scalar("timeout", options.timeout, DEFAULT_TIMEOUT)
     timeout_seconds = parse_timeout(timeout_value, _describe(origins["timeout"], "--timeout"))
     name = scalar("name", options.name, None)
@@ -362,6 +364,18 @@ def resolve(
         origins=origins,
         warnings=warnings,
     )
+
+
+def _refuse_python_without_image(python: str, origin: str) -> None:
+    """The default image is uv's for that Python, which exists only for the supported ones."""
+    from hfuv.lock import SUPPORTED_PYTHONS
+
+    if python not in SUPPORTED_PYTHONS:
+        raise ConfigError(
+            f"python {python} (from {origin}) has no uv image: hfuv supports Python "
+            f"{SUPPORTED_PYTHONS[0]} to {SUPPORTED_PYTHONS[-1]}",
+            hint="pick one of those, or give an --image that has it",
+        )
 
 
 def _describe(origin: str, flag: str) -> str:

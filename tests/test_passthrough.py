@@ -116,11 +116,11 @@ def test_every_creating_command_has_a_dry_run(server: ServerProcess, tmp_path: P
 def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:
     script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
     shown = hfuv("run", script, "--dry-run", "--json", "-e", "X=--dryrun", "--name", "--loacl",
-                 "-lteam=ml", "--lr", "1e-4", "--width", "3", "--names", "-x",
+                 "-lteam=ml", "--lr", "1e-4", "--width", "3", "--named", "-x",
                  "--", "--dryrun")  # fmt: skip
     assert shown.code == 0, shown.stderr
     body = shown.json()["body"]
-    assert body["command"][3:] == ["--lr", "1e-4", "--width", "3", "--names", "-x", "--dryrun"]
+    assert body["command"][3:] == ["--lr", "1e-4", "--width", "3", "--named", "-x", "--dryrun"]
     assert body["environment"]["X"] == "--dryrun"
     assert body["labels"]["name"] == "--loacl" and body["labels"]["team"] == "ml"
     local = hfuv("run", script, "--local", "--epochs", "3", "-k", "--", "--loacl", "--detatch")
@@ -204,3 +204,123 @@ def test_what_counts_as_a_near_miss(typed: str, meant: str | None) -> None:
     options = ["--dry-run", "--local", "--detach", "--with", "--label", "--name",
                "--network-group", "--env", "--json"]  # fmt: skip
     assert near_miss(typed, options) == meant
+
+
+EVERYDAY_SCRIPT_OPTIONS = [
+    "--lr", "--epochs", "--batch-size", "--model", "--output-dir", "--seed", "--data",
+    "--dataset", "--local-rank", "--max-steps", "--push-to-hub", "--wandb", "--config",
+    "--num-workers", "--fp16", "--bf16", "--resume", "--eval", "--debug", "--verbose",
+    "--tokenizer", "--split", "--subset",
+]  # fmt: skip
+
+
+def test_an_abbreviated_option_is_refused_but_script_options_pass(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    cases = {
+        ("run", script, "--dry", "--flavor", "h200", "-d"): "--dry (did you mean --dry-run?)",
+        ("run", script, "--flav", "h200", "-d"): "--flav (did you mean --flavor?)",
+        ("run", script, "--det"): "--det (did you mean --detach?)",
+        ("run", script, "--loc", "-d"): "--loc (did you mean --local?)",
+        ("run", script, "--nam=x", "-d"): "--nam (did you mean --name, --namespace?)",
+        ("run", script, "--names", "x"): "--names (did you mean --namespace?)",
+        ("schedule", "create", "0 3 * * *", script, "--dry"): "--dry (did you mean --dry-run?)",
+        ("exec", "python:3.12", "--det", "--", "true"): "--det (did you mean --detach?)",
+    }
+    for args, said in cases.items():
+        line = one_error_line(hfuv(*args, env=server.env()))
+        assert line.startswith(f"error: no such option {said}; to give it to the "), args
+    assert remote_state(server) == ([], [], [])
+
+    shown = hfuv("run", script, "--dry-run", "--json", *EVERYDAY_SCRIPT_OPTIONS, "--de",
+                 env=server.env())  # fmt: skip
+    assert shown.code == 0, shown.stderr
+    assert shown.json()["body"]["command"][3:] == [*EVERYDAY_SCRIPT_OPTIONS, "--de"]
+    assert remote_state(server) == ([], [], [])
+
+
+def test_a_missing_value_does_not_swallow_the_next_option(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    cases = {
+        ("run", script, "--name", "--dry-run", "-d"): ("--name", "the option --dry-run",
+                                                       "--name=--dry-run"),
+        ("run", script, "-l", "--dry-run", "-d"): ("-l", "the option --dry-run",
+                                                   "--label=--dry-run"),
+        ("run", script, "-dl", "--local"): ("-l", "the option --local", "--label=--local"),
+        ("run", script, "--flavor", "--local"): ("--flavor", "the option --local",
+                                                 "--flavor=--local"),
+        ("run", script, "--name", "-d"): ("--name", "the option -d", "--name=-d"),
+        ("run", script, "--name", "--", "x"): ("--name", "--", "--name=--"),
+        ("schedule", "create", "@daily", script, "-e", "--dry-run"): ("-e", "the option --dry-run",
+                                                                      "--env=--dry-run"),
+        ("exec", "python:3.12", "--name", "--detach", "--", "true"): ("--name",
+                                                                      "the option --detach",
+                                                                      "--name=--detach"),
+    }  # fmt: skip
+    for args, (option, word, attached) in cases.items():
+        line = one_error_line(hfuv(*args, env=server.env()))
+        assert line == (f"error: {option} needs a value, but the next word is {word} "
+                        f"(hint: write {attached} if you mean that)"), args  # fmt: skip
+    assert remote_state(server) == ([], [], [])
+
+    meant = hfuv("run", script, "--name=--dry-run", "-e", "X=--dryrun", "--label=--local",
+                 "--dry-run", "--json", env=server.env())  # fmt: skip
+    assert meant.code == 0, meant.stderr
+    body = meant.json()["body"]
+    assert body["labels"]["name"] == "--dry-run" and body["labels"]["--local"] == ""
+    assert body["environment"]["X"] == "--dryrun"
+    assert remote_state(server) == ([], [], [])
+
+
+def test_an_unknown_option_before_the_script_is_not_taken_for_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    for_script = "(hint: options for the script go after SCRIPT, or after --)"
+    for_command = "(hint: options for the command go after IMAGE, or after --)"
+    cases = {
+        ("run", "--foo", script, "-d"):
+            f"--foo is not a script: hfuv has no option --foo {for_script}",
+        ("run", "-x", script, "-d"): f"-x is not a script: hfuv has no option -x {for_script}",
+        ("exec", "--foo", "python:3.12", "--", "true"):
+            f"--foo is not an image: hfuv has no option --foo {for_command}",
+        ("schedule", "create", "@daily", "--foo", script):
+            f"--foo is not a script: hfuv has no option --foo {for_script}",
+        ("schedule", "exec", "@daily", "--foo", "python:3.12", "--", "true"):
+            f"--foo is not an image: hfuv has no option --foo {for_command}",
+    }  # fmt: skip
+    for args, said in cases.items():
+        assert one_error_line(hfuv(*args, env=server.env())) == f"error: {said}", args
+    assert remote_state(server) == ([], [], [])
+
+    from_stdin = hfuv("run", "--dry-run", "--json", "-", "--foo", input=SHOW_ARGS)
+    assert from_stdin.code == 0, from_stdin.stderr
+    assert from_stdin.json()["body"]["command"][3:] == ["--foo"]
+
+
+def test_a_python_without_a_uv_image_needs_an_image(server: ServerProcess, tmp_path: Path) -> None:
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    table = "# /// script\n# [tool.hfuv]\n# python = '3.99'\n# ///\n"
+    in_table = str(write(tmp_path / "in_table.py", table + SHOW_ARGS))
+    refusal = ("has no uv image: hfuv supports Python 3.9 to 3.14 "
+               "(hint: pick one of those, or give an --image that has it)")  # fmt: skip
+    cases = {
+        ("run", script, "-p", "3.99", "-d"): "python 3.99 (from --python)",
+        ("run", script, "--python", "3.8", "-d"): "python 3.8 (from --python)",
+        ("run", in_table, "-d"): "python 3.99 (from [tool.hfuv])",
+    }
+    for args, said in cases.items():
+        assert one_error_line(hfuv(*args, env=server.env())) == f"error: {said} {refusal}", args
+    scheduled = hfuv("schedule", "create", "@daily", script, "-p", "3.99", env=server.env())
+    assert scheduled.code == 2  # after its `next runs:` status line
+    assert scheduled.stderr.endswith(f"\nerror: python 3.99 (from --python) {refusal}\n")
+    assert remote_state(server) == ([], [], [])
+
+    with_image = hfuv("run", in_table, "--image", "python:3.99", "--dry-run", "--json",
+                      env=server.env())  # fmt: skip
+    assert with_image.code == 0, with_image.stderr
+    assert with_image.json()["body"]["dockerImage"] == "python:3.99"
+    assert remote_state(server) == ([], [], [])
