@@ -315,8 +315,8 @@ def test_a_python_without_a_uv_image_needs_an_image(server: ServerProcess, tmp_p
     for args, said in cases.items():
         assert one_error_line(hfuv(*args, env=server.env())) == f"error: {said} {refusal}", args
     scheduled = hfuv("schedule", "create", "@daily", script, "-p", "3.99", env=server.env())
-    assert scheduled.code == 2  # after its `next runs:` status line
-    assert scheduled.stderr.endswith(f"\nerror: python 3.99 (from --python) {refusal}\n")
+    assert scheduled.code == 2
+    assert scheduled.stderr == f"error: python 3.99 (from --python) {refusal}\n"
     assert remote_state(server) == ([], [], [])
 
     with_image = hfuv("run", in_table, "--image", "python:3.99", "--dry-run", "--json",

@@ -106,9 +106,9 @@ def schedule_create(schedule: str, script: str, args: tuple[str, ...], suspend: 
     validate(schedule)
     request = build_request(script, args, params)
     validate_flags(request.options)
-    announce_next_runs(schedule)
     job = prepare_job(request)
     warn(job.warnings)
+    announce_next_runs(schedule)  # once the job is known to be sound: errors stay one line
     create_schedule(job.spec, job.inspection.config, schedule, suspend=suspend,
                     concurrency=concurrency, dry_run=dry_run, readable=not as_json,
                     endpoint=endpoint, token=token)  # fmt: skip
@@ -132,9 +132,9 @@ def schedule_exec(schedule: str, exec_image: str, command: tuple[str, ...], susp
     validate(schedule)
     options = cli_options(params)
     validate_flags(options)
-    announce_next_runs(schedule)
     config = resolve(options, {}, where="hfuv schedule exec", environ=os.environ)
     warn(config.warnings)
+    announce_next_runs(schedule)
     create_schedule(build_exec_spec(exec_image, command, config), config, schedule, suspend=suspend,
                     concurrency=concurrency, dry_run=dry_run, readable=False, endpoint=endpoint,
                     token=token)  # fmt: skip
