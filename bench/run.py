@@ -74,6 +74,16 @@ def timed(argv: list[str], env: dict[str, str], stdin: str | None = None) -> tup
     return wall, max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
 
 
+def serve_for_run_uv_job(script: Path) -> tuple[ThreadingHTTPServer, str]:
+    """A file server on 127.0.0.1 for `script`, and the Python code with which the official
+    client runs it from that URL (its path that needs no bucket)."""
+    files = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: SimpleHTTPRequestHandler(
+        *a, directory=str(script.parent)))  # fmt: skip
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}/{script.name}"
+    return files, f"from huggingface_hub import HfApi; HfApi().run_uv_job({url!r}, namespace='me')"
+
+
 def median_of(runs: int, action: Callable[[], float], warmups: int = 1) -> float:
     for _ in range(warmups):
         action()
@@ -189,12 +199,7 @@ class Bench:
                      self.hf("jobs", "run", "--detach", "python:3.12", "true"),
                      "hf jobs run --detach", 1 / 2, idle_server=True)  # fmt: skip
         script = ROOT / "examples" / "hello.py"
-        files = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: SimpleHTTPRequestHandler(
-            *a, directory=str(script.parent)))  # fmt: skip
-        threading.Thread(target=files.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{files.server_address[1]}/hello.py"
-        official = ("from huggingface_hub import HfApi; "
-                    f"HfApi().run_uv_job({url!r}, namespace='me')")  # fmt: skip
+        files, official = serve_for_run_uv_job(script)
         try:
             self.compare("hfuv run --detach hello.py (warm)",
                          self.hfuv("run", "--detach", str(script)),
@@ -245,12 +250,7 @@ class Bench:
         detached = self.tmp / "edit-detach" / "hello.py"
         detached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "examples" / "hello.py", detached)
-        files = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: SimpleHTTPRequestHandler(
-            *a, directory=str(ROOT / "examples")))  # fmt: skip
-        threading.Thread(target=files.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{files.server_address[1]}/hello.py"
-        official = ("from huggingface_hub import HfApi; "
-                    f"HfApi().run_uv_job({url!r}, namespace='me')")  # fmt: skip
+        files, official = serve_for_run_uv_job(ROOT / "examples" / "hello.py")
         try:
             mine = median_of(self.runs, self.edited(self.hfuv("run", "--detach", str(detached)),
                                                     detached, idle_server=True))  # fmt: skip

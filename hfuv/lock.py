@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hfuv import pep723, toml_write
-from hfuv.cache import cache_dir
-from hfuv.cache import remember as _remember
+from hfuv.cache import cache_dir, remember
 from hfuv.errors import ConfigError, LockError, MetadataError, PythonNotFoundError
 from hfuv.sources import ScriptSource
 from hfuv.uv import run_uv, summarize_errors, uv_version, with_python_visible
@@ -331,7 +330,7 @@ def build_env(
             pass
     lock_text = lock_script(source.name, script, python, previous=existing, metadata=metadata,
                             with_deps=with_deps)  # fmt: skip
-    _remember(cached, lock_text)
+    remember(cached, lock_text)
     return EnvSpec(python, interpreter, version, script, shipped(lock_text), "fresh", str(cached))
 
 
@@ -427,7 +426,7 @@ def is_lock_current(name: str, script: bytes, lock_text: str, python: str) -> bo
     with _scratch_copy(name, script, lock_text) as target:
         result = _uv_lock(target, python, "--check", "--offline")
         if result.returncode == 0:
-            _remember(verdict, "current\n")
+            remember(verdict, "current\n")
             return True
         if result.returncode == 1:
             return False

@@ -124,3 +124,10 @@ class FakeHost:
 
     def headers_for(self, prefix: str) -> list[dict[str, str]]:
         return [r.headers for r in self.requests if r.path.startswith(prefix)]
+
+
+def what_was_sent(job: dict) -> dict:
+    """What a job answered by the server says was submitted, less the per-submission labels."""
+    labels = {k: v for k, v in job["labels"].items() if not k.startswith("hfuv-submission")}
+    return {"command": job["command"], "env": job["environment"], "labels": labels,
+            "flavor": job["flavor"], "image": job["dockerImage"]}  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 from hfuv.payload import read_bundle
 from hfuv.uv import find_uv
 from tests.conftest import DEMO_SCRIPT, ServerProcess, hfuv, needs_python, write
+from tests.helpers import what_was_sent
 
 pytestmark = needs_python("3.12")
 
@@ -133,12 +134,7 @@ def test_a_replayed_edited_submission_sends_the_full_paths_request(
     ids = [replayed.stdout.strip(), full.stdout.strip()]
     jobs = [hfuv("inspect", job_id, "--json", env=server.env()).json() for job_id in ids]
 
-    def sent(job: dict) -> dict:
-        labels = {k: v for k, v in job["labels"].items() if not k.startswith("hfuv-submission")}
-        return {"command": job["command"], "env": job["environment"], "labels": labels,
-                "flavor": job["flavor"], "image": job["dockerImage"]}  # fmt: skip
-
-    assert sent(jobs[0]) == sent(jobs[1])
+    assert what_was_sent(jobs[0]) == what_was_sent(jobs[1])
     assert read_bundle(jobs[0]["environment"])["demo.py"].decode().endswith('print("edited")\n')
     for job_id in ids:
         assert hfuv("wait", job_id, env=server.env()).code == 0

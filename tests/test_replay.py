@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import DEMO_SCRIPT, ServerProcess, hfuv, needs_python, write
+from tests.helpers import what_was_sent
 
 pytestmark = needs_python("3.12")
 
@@ -126,12 +127,7 @@ def test_a_replayed_submission_sends_the_same_request(server: ServerProcess, tmp
     assert ids[0] != ids[1]
     jobs = [hfuv("inspect", job_id, "--json", env=server.env()).json() for job_id in ids]
 
-    def sent(job: dict) -> dict:
-        labels = {k: v for k, v in job["labels"].items() if not k.startswith("hfuv-submission")}
-        return {"command": job["command"], "env": job["environment"], "labels": labels,
-                "flavor": job["flavor"], "image": job["dockerImage"]}  # fmt: skip
-
-    assert sent(jobs[0]) == sent(jobs[1])
+    assert what_was_sent(jobs[0]) == what_was_sent(jobs[1])
     for job_id in ids:
         assert hfuv("wait", job_id, env=server.env()).code == 0
         logs = hfuv("logs", job_id, env=server.env()).stdout
