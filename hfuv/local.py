@@ -9,7 +9,6 @@ environment.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from hfuv.cache import cache_dir
 from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor, get_flavor
-from hfuv.jobenv import host_environment, new_job_id
+from hfuv.jobenv import new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
-from hfuv.uv import with_python_visible
+from hfuv.runtime.host import host_process
 
 if TYPE_CHECKING:
     from hfuv.plan import LaunchConfig
@@ -59,8 +58,18 @@ def prepare_body(
     """Like `prepare`, from the JSON body of a job (as `hfuv server` receives it)."""
     job_id = job_id or new_job_id()
     workdir = workdir or cache_dir() / "runs" / job_id
-    env = host_environment(environ)
-    env.update(body.get("environment") or {})
+    env = job_environment(body, flavor, job_id)
+    if env.get("HFUV_BUNDLE_SHA256"):
+        env["HFUV_CODEDIR"] = str(cache_dir() / "code" / env["HFUV_BUNDLE_SHA256"][:32])
+    command = [*(body.get("command") or []), *(body.get("arguments") or [])]
+    argv, env = host_process(command, env, environ, workdir)
+    timeout = body.get("timeoutSeconds")
+    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env, timeout_seconds=timeout)
+
+
+def job_environment(body: Mapping[str, Any], flavor: Flavor, job_id: str) -> dict[str, str]:
+    """The job's env, its secrets and the built-in variables the flavor gives, as in a job."""
+    env = dict(body.get("environment") or {})
     env.update(body.get("secrets") or {})
     env.update(
         {
@@ -68,24 +77,9 @@ def prepare_body(
             "ACCELERATOR": flavor.accelerator,
             "CPU_CORES": str(flavor.cpu_cores),
             "MEMORY": flavor.memory,
-            "HFUV_WORKDIR": str(workdir),
         }
     )
-    if env.get("HFUV_BUNDLE_SHA256"):
-        env["HFUV_CODEDIR"] = str(cache_dir() / "code" / env["HFUV_BUNDLE_SHA256"][:32])
-    argv = [*(body.get("command") or []), *(body.get("arguments") or [])]
-    if env.pop("HFUV_INTERPRETER", None):
-        argv[0] = "python3"
-    if env.get("HFUV_PYTHON"):
-        env = with_python_visible(env, env["HFUV_PYTHON"])
-    if argv:
-        found = shutil.which(argv[0], path=env.get("PATH"))
-        if found:
-            argv[0] = found
-        elif argv[0] in ("python3", "python"):
-            argv[0] = sys.executable
-    timeout = body.get("timeoutSeconds")
-    return LocalRun(job_id=job_id, workdir=workdir, argv=argv, env=env, timeout_seconds=timeout)
+    return env
 
 
 def check_runs_here(config: LaunchConfig) -> None:

@@ -441,7 +441,8 @@ def _metrics(state: ServerState):
                 current = state.store.get(record.id)
                 if current is None or current.terminal:
                     return
-                sample = await asyncio.to_thread(metrics.sample, current.pid, flavor)
+                usage = await asyncio.to_thread(state.executor.usage, record.id)
+                sample = metrics.sample(usage, flavor)
                 yield b"event: metric\ndata: " + json.dumps(sample).encode() + b"\n\n"
                 await asyncio.sleep(1.0)
 

@@ -1,0 +1,171 @@
+"""The runtime layer: where a job's launch becomes running processes, and back.
+
+`hfuv server`'s executor (and `hfuv run --local --runtime ...`) decides everything about a job:
+its image, argv, env, limits, GPUs, ports and mounts, as one `Launch`. A runtime only starts it,
+streams its output, waits for it, stops it, and finds it again after a server restart. Kinds:
+
+- `host`: processes on this machine, one process group per job (no image);
+- `podman`, `docker`: the job's image, through the engines' shared CLI (`hfuv.runtime.engine`).
+
+A new kind is one module with a `Runtime` subclass; every kind passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = ("host", "podman", "docker")
+ENGINES = ("podman", "docker")
+KILL_GRACE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path the job sees at `target`."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a runtime needs to start one job. The executor decides every value."""
+
+    job_id: str
+    image: str
+    argv: tuple[str, ...]  # the JobSpec's command + arguments, untouched
+    env: dict[str, str]  # the JobSpec's environment + secrets + the built-in variables
+    workdir: Path  # on the host: the job's own directory, that no other job can read
+    timeout_seconds: int
+    cpus: float | None = None  # a CPU limit (cores); None: no limit
+    memory_bytes: int | None = None  # a memory limit; None: no limit
+    gpus: tuple[str, ...] = ()  # device ids from the server's pool, this job's alone
+    ports: tuple[int, ...] = ()  # ports the job serves on, published for `expose`
+    mounts: tuple[Mount, ...] = ()
+    user: tuple[int, int] | None = None  # host runtime: (uid, gid) to run the job as
+    interactive: bool = False  # `hfuv run --local`: the job keeps the terminal
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this machine can give jobs in all."""
+
+    cpus: float
+    memory_bytes: int
+
+    def describe(self) -> str:
+        return f"{self.cpus:g} CPUs, {self.memory_bytes / 1024**3:.1f} GiB memory"
+
+
+@dataclass
+class Usage:
+    cpu_pct: float = 0.0  # of one core, summed over the job's processes
+    memory_bytes: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Handle(ABC):
+    """One started (or re-attached) job."""
+
+    job_id: str
+
+    @abstractmethod
+    def output(self) -> Iterator[bytes]:
+        """The job's output (stdout and stderr merged), line by line, until it ends."""
+
+    @abstractmethod
+    def wait(self) -> int:
+        """The job's exit code once it has ended (128 + N for a signal N)."""
+
+    @abstractmethod
+    def terminate(self, grace: float = KILL_GRACE_SECONDS) -> None:
+        """SIGTERM now and SIGKILL after `grace` seconds; returns at once."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Everything the job started ends now."""
+
+    def address(self, port: int) -> tuple[str, int] | None:
+        """Where the job's `port` is reachable from this machine, once it is."""
+        return ("127.0.0.1", port)
+
+    def usage(self) -> Usage:
+        return Usage()
+
+    def release(self) -> None:
+        """Drop what the runtime keeps for an ended job (a container, say)."""
+        return None
+
+    @property
+    def reference(self) -> str:
+        """What `Runtime.reattach` needs to find this job again (stored with the job)."""
+        return self.job_id
+
+
+class Runtime(ABC):
+    kind: str
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for `hfuv server`'s start-up message: the kind, its version."""
+
+    def capacity(self) -> Capacity:
+        return host_capacity()
+
+    @abstractmethod
+    def start(self, launch: Launch) -> Handle:
+        """Start the job; raise RuntimeFailure with a reason when it cannot start."""
+
+    def reattach(self, reference: str, seen_lines: int) -> Handle | None:
+        """The job started as `reference` by an earlier server, if it still runs or has
+        ended since; its `output()` resumes after the `seen_lines` lines already logged."""
+        return None
+
+    def end_orphan(self, reference: str) -> None:
+        """Kill what an earlier server's job left running, when it cannot be re-attached."""
+        return None
+
+    @property
+    def restartable(self) -> bool:
+        """Whether jobs survive a server restart (re-attached by `reattach`)."""
+        return False
+
+
+class RuntimeFailure(Exception):
+    """A job could not be started; the message says why, for the job's status."""
+
+
+def host_capacity() -> Capacity:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    return Capacity(cpus=float(cpus or 1), memory_bytes=int(memory))
+
+
+def find_engine() -> str | None:
+    """The first container engine on PATH, podman before docker."""
+    for engine in ENGINES:
+        if shutil.which(engine):
+            return engine
+    return None
+
+
+def get_runtime(kind: str, environ: Mapping[str, str] | None = None) -> Runtime:
+    """The runtime of `kind` ("host", "podman" or "docker")."""
+    if kind == "host":
+        from hfuv.runtime.host import HostRuntime
+
+        return HostRuntime(dict(os.environ if environ is None else environ))
+    if kind in ENGINES:
+        from hfuv.runtime.engine import EngineRuntime
+
+        return EngineRuntime(kind, dict(os.environ if environ is None else environ))
+    raise ValueError(f"unknown runtime {kind!r}; one of {', '.join(KINDS)}")
