@@ -42,23 +42,66 @@ def read_bundle(env):
     return data
 
 
-def unpack(data, workdir):
+def files_of(data):
+    """The bundle's files, name -> bytes; refuses absolute paths, `..` and links."""
+    files = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        members = archive.getmembers()
-        for member in members:
+        for member in archive.getmembers():
             name = member.name
             parts = name.replace("\\", "/").split("/")
             if name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
                 fail(f"refusing bundle member {name!r} (absolute path, '..' or link)")
-        for member in members:
-            target = os.path.join(workdir, member.name)
-            if member.isdir():
-                os.makedirs(target, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(target) or workdir, exist_ok=True)
-            source = archive.extractfile(member)
-            with open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
+            if member.isfile():
+                files[name] = archive.extractfile(member).read()
+    return files
+
+
+def unpack(files, workdir):
+    for name, content in files.items():
+        target = os.path.join(workdir, name)
+        os.makedirs(os.path.dirname(target) or workdir, exist_ok=True)
+        with open(target, "wb") as out:
+            out.write(content)
+
+
+def holds_exactly(folder, files):
+    """Whether `folder` has the bundle's files, byte for byte, and nothing else (no link)."""
+    found = set()
+    for root, dirs, names in os.walk(folder):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if os.path.islink(path) or relative not in files:
+                return False
+            with open(path, "rb") as source:
+                if source.read() != files[relative]:
+                    return False
+            found.add(relative)
+    return len(found) == len(files)
+
+
+def code_dir(files, codedir):
+    """A code dir that holds exactly `files`: `codedir` as found, or rebuilt when its files
+    differ (edited, or half written); atomically, so concurrent jobs see all or nothing."""
+    if os.path.isdir(codedir) and holds_exactly(codedir, files):
+        return codedir
+    parent = os.path.dirname(codedir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
+    unpack(files, staging)
+    stale = staging.replace(".unpacking-", ".stale-")
+    try:
+        if os.path.lexists(codedir):
+            os.rename(codedir, stale)
+        os.rename(staging, codedir)
+    except OSError:  # another job got there first: its copy is used if it is the bundle
+        if holds_exactly(codedir, files):
+            shutil.rmtree(staging, ignore_errors=True)
+            return codedir
+        return staging
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+    return codedir
 
 
 def uv_version_of(path):
@@ -130,22 +173,15 @@ def prepare(env, args):
     data = read_bundle(env)
     workdir = env.get("HFUV_WORKDIR") or tempfile.mkdtemp(prefix="hfuv-job-")
     os.makedirs(workdir, exist_ok=True)
-    unpack(data, workdir)
+    files = files_of(data)
+    unpack(files, workdir)
     script = env["HFUV_SCRIPT"]
     codedir = env.get("HFUV_CODEDIR")
     if codedir:
         # A stable copy of the code, named by the bundle's hash: uv keys a script's
         # environment by the script's path, so repeated local runs reuse one environment.
-        if not os.path.isdir(codedir):
-            parent = os.path.dirname(codedir)
-            os.makedirs(parent, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
-            unpack(data, staging)
-            try:
-                os.rename(staging, codedir)  # atomic: concurrent jobs see all or nothing
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another job got there first
-        script = os.path.join(codedir, script)
+        # What runs is what was verified: a copy whose files differ is rebuilt.
+        script = os.path.join(code_dir(files, codedir), script)
     uv = ensure_uv(env["HFUV_UV_VERSION"], env)
     python = env.get("HFUV_INTERPRETER") or env["HFUV_PYTHON"]
     argv = [uv, "run", "--frozen", "--python", python, "--script", script, *args]

@@ -292,9 +292,16 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     "token_specs",
     multiple=True,
     metavar="NAME=TOKEN",
-    help="A user and its token (NAME@ORG1,ORG2=TOKEN for org members).",
+    help="A user and its token (NAME@ORG1,ORG2=TOKEN for org members); visible in the process "
+    "list: prefer --tokens-file or HFUV_SERVER_TOKENS (specs separated by whitespace).",
 )
 @click.option("--tokens-file", type=click.Path(dir_okay=False), help="One NAME=TOKEN per line.")
+@click.option(
+    "--insecure-shared-host",
+    is_flag=True,
+    help="Run every job as this server's user, even for tokens of several users (their jobs "
+    "can then read each other's secrets).",
+)
 @click.option(
     "--max-parallel",
     type=click.IntRange(min=1),
@@ -303,7 +310,8 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     help="Jobs running at once; the rest wait in SCHEDULING.",
 )
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
-           tokens_file: str | None, max_parallel: int) -> None:  # fmt: skip
+           tokens_file: str | None, insecure_shared_host: bool,
+           max_parallel: int) -> None:  # fmt: skip
     """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
     from pathlib import Path
 
@@ -317,6 +325,7 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
         tokens_file=Path(tokens_file) if tokens_file else None,
         max_parallel=max_parallel,
         announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
+        insecure_shared_host=insecure_shared_host,
     )
 
 

@@ -235,8 +235,9 @@ def _rebundled(env: Mapping[str, str], parts: Mapping[str, str],
 
 
 def _unpacked(codedir: str, files: Mapping[str, bytes]) -> bool:
-    """The code dir of a bundle of `files`, as the bootstrap makes it: atomically, in full."""
-    if os.path.isdir(codedir):
+    """The code dir of a bundle of `files`, as the bootstrap makes it: atomically, in full, and
+    holding exactly those files (a copy that differs is rebuilt, as `bootstrap.code_dir` does)."""
+    if _holds_exactly(codedir, files):
         return True
     import shutil
     import tempfile
@@ -248,11 +249,31 @@ def _unpacked(codedir: str, files: Mapping[str, bytes]) -> bool:
         _write_files(staging, files)
     except OSError:
         return False
+    stale = staging.replace(".unpacking-", ".stale-")
     try:
+        if os.path.lexists(codedir):
+            os.rename(codedir, stale)
         os.rename(staging, codedir)  # concurrent runs see all or nothing
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another run got there first
-    return os.path.isdir(codedir)
+    shutil.rmtree(stale, ignore_errors=True)
+    return _holds_exactly(codedir, files)
+
+
+def _holds_exactly(folder: str, files: Mapping[str, bytes]) -> bool:
+    """Whether `folder` has `files`, byte for byte, and nothing else (no link)."""
+    found = 0
+    for root, dirs, names in os.walk(folder):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if os.path.islink(path) or relative not in files:
+                return False
+            with open(path, "rb") as source:
+                if source.read() != files[relative]:
+                    return False
+            found += 1
+    return found == len(files)
 
 
 def _write_files(folder: str, files: Mapping[str, bytes]) -> None:

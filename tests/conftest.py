@@ -169,8 +169,9 @@ class ServerProcess:
         import time
         import urllib.request
 
-        args = [sys.executable, "-m", "hfuv", "server", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), *self.extra]  # fmt: skip
+        # Jobs run as the server's user, as before; tests/test_isolation.py runs them as their own.
+        args = [sys.executable, "-m", "hfuv", "server", "--port", str(self.port), "--data-dir",
+                str(self.data_dir), "--insecure-shared-host", *self.extra]  # fmt: skip
         for user, token in self.TOKENS.items():
             args += ["--token", f"{user}={token}"]
         env = dict(os.environ, HFUV_SERVER_KEEPALIVE="1")

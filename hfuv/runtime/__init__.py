@@ -49,6 +49,7 @@ class Launch:
     ports: tuple[int, ...] = ()  # ports the job serves on, published for `expose`
     mounts: tuple[Mount, ...] = ()
     user: tuple[int, int] | None = None  # host runtime: (uid, gid) to run the job as
+    caches: Path | None = None  # with `user`: that user's own caches (uv's, the bootstrap's)
     interactive: bool = False  # `hfuv run --local`: the job keeps the terminal
 
 

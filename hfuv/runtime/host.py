@@ -2,6 +2,13 @@
 
 No image: the command runs on this machine's Python and libraries, with the job's env plus only
 what uv and Python need here (`hfuv.jobenv.host_environment`).
+
+Given `Launch.user` (a root server's jobs), the job runs as that uid and gid, with no other
+groups and umask 077, in its work dir (owned by it, 0700), which is also its HOME, with its own
+TMPDIR and its user's own caches (uv's, and the uv the bootstrap installs). It sees only the
+PATH entries every user can reach: a Python under a private home (pyenv in a 0700 /root) is not
+one, so Pythons for such jobs go where all users can run them (`uv python install` with a shared
+UV_PYTHON_INSTALL_DIR, or the system's).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -53,10 +61,15 @@ class HostRuntime(Runtime):
         return "host (jobs run on this machine's Python; images are not used)"
 
     def start(self, launch: Launch) -> Handle:
-        argv, env = host_process(list(launch.argv), launch.env, self.environ, launch.workdir)
+        environ = self.environ if launch.user is None else for_job_user(self.environ)
+        argv, env = host_process(list(launch.argv), launch.env, environ, launch.workdir)
         if launch.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(launch.gpus)
-        launch.workdir.mkdir(parents=True, exist_ok=True)
+        as_user: dict[str, object] = {}
+        if launch.user is None:
+            launch.workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            as_user = own_user(launch, argv, env)
         try:
             process = subprocess.Popen(
                 argv,
@@ -66,6 +79,7 @@ class HostRuntime(Runtime):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                **as_user,  # type: ignore[arg-type]
             )
         except OSError as exc:
             raise RuntimeFailure(f"{argv[0]}: {exc.strerror}") from None
@@ -80,6 +94,73 @@ class HostRuntime(Runtime):
                     os.kill(int(entry.name), signal.SIGKILL)
             except (OSError, ValueError):
                 continue
+
+
+# What the server's own user has that a job's user must not share or inherit.
+PRIVATE_VARIABLES = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "USER", "LOGNAME")
+
+
+def for_job_user(environ: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment as a job of a user of its own inherits it."""
+    env = {key: value for key, value in environ.items() if key not in PRIVATE_VARIABLES}
+    env["PATH"] = reachable_path(env.get("PATH", ""))
+    return env
+
+
+def own_user(launch: Launch, argv: list[str], env: dict[str, str]) -> dict[str, object]:
+    """Prepare the job's own dirs and env for `launch.user`; the Popen arguments that run it so.
+    (`argv` and `env` are changed in place.)"""
+    assert launch.user is not None
+    uid, gid = launch.user
+    home = launch.workdir
+    caches = launch.caches or home / ".cache"
+    for folder in (home, home / ".tmp", caches):
+        folder.mkdir(exist_ok=True)
+        os.chown(folder, uid, gid)
+        folder.chmod(0o700)
+    own = {"HOME": home, "TMPDIR": home / ".tmp", "XDG_CACHE_HOME": caches,
+           "UV_CACHE_DIR": caches / "uv"}  # fmt: skip
+    for key, value in own.items():
+        if key not in launch.env:  # the job's own settings stand: its user writes nowhere else
+            env[key] = str(value)
+    env["PATH"] = reachable_path(env.get("PATH", ""))
+    if argv and blocker(argv[0]):
+        found = which_reachable(os.path.basename(launch.argv[0]), env["PATH"])
+        if not found:
+            raise RuntimeFailure(
+                f"{launch.argv[0]} cannot be run by the job's own user (uid {uid}): "
+                f"{argv[0]} is in {blocker(argv[0])}, which other users cannot enter, and no "
+                "PATH entry they can reach has one; install it where every user can run it"
+            )
+        argv[0] = found
+    return {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
+
+
+def blocker(path: str) -> str | None:
+    """What keeps a user with no rights of its own here from `path`: the first directory on
+    the way (links resolved) that others cannot search, or `path` itself; None if nothing."""
+    real = Path(os.path.realpath(path))
+    for place in (*reversed(real.parents), real):
+        try:
+            if not place.stat().st_mode & stat.S_IXOTH:
+                return str(place)
+        except OSError:
+            return str(place)
+    return None
+
+
+def reachable_path(path: str) -> str:
+    return os.pathsep.join(
+        entry for entry in path.split(os.pathsep) if entry and not blocker(entry)
+    )
+
+
+def which_reachable(name: str, path: str) -> str | None:
+    for folder in path.split(os.pathsep):
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate) and not blocker(candidate):
+            return candidate
+    return None
 
 
 class HostHandle(Handle):

@@ -21,6 +21,7 @@ def serve(
     tokens_file: Path | None,
     max_parallel: int,
     announce: Callable[[str], None],
+    insecure_shared_host: bool = False,
 ) -> None:
     """Run the server until interrupted; jobs still running then end as ERROR."""
     try:
@@ -33,18 +34,26 @@ def serve(
             hint="pip install 'hfuv[server]'",
         ) from None
     from hfuv.server import tokens as token_store
+    from hfuv.server.isolation import isolates_jobs, secure_data_dir
 
+    os.umask(0o077)  # everything the server writes (jobs.db, logs, work dirs) is its own
+    tokens, generated = token_store.load(
+        token_specs, tokens_file, data_dir,
+        from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=announce,
+    )  # fmt: skip
+    users = {identity.name for identity in tokens.values()}
+    isolate = isolates_jobs(users, insecure_shared_host=insecure_shared_host)
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
     sock = listen(host, port)
     port = sock.getsockname()[1]
-    tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
-    state = build_state(data_dir, tokens, max_parallel=max_parallel)
+    secure_data_dir(data_dir, jobs_pass_through=isolate)
+    state = build_state(data_dir, tokens, max_parallel=max_parallel, job_users=isolate)
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    users = ", ".join(sorted({identity.name for identity in tokens.values()}))
-    announce(f"hfuv server on {url} for {users}; data in {data_dir}")
+    who = "each job as a user of its own" if isolate else f"jobs as uid {os.geteuid()}"
+    announce(f"hfuv server on {url} for {', '.join(sorted(users))}; data in {data_dir}; {who}")
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:

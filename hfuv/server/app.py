@@ -689,6 +689,7 @@ def build_state(
     *,
     max_parallel: int,
     environ: dict[str, str] | None = None,
+    job_users: bool = False,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
     logs = LogBook(data_dir / "logs")
@@ -698,6 +699,7 @@ def build_state(
         data_dir / "work",
         max_parallel=max_parallel,
         environ=environ if environ is not None else dict(os.environ),
+        users_root=data_dir / "users" if job_users else None,
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
     state = ServerState(store, logs, executor, tokens, keepalive)

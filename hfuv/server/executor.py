@@ -16,6 +16,7 @@ from pathlib import Path
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
 from hfuv.runtime import Handle, Launch, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.server.isolation import JOB_UID_BASE
 from hfuv.server.logs import LogBook
 from hfuv.server.store import JobRecord, Store
 
@@ -37,6 +38,7 @@ class Executor:
         max_parallel: int,
         environ: Mapping[str, str],
         runtime: Runtime | None = None,
+        users_root: Path | None = None,
     ) -> None:
         self.store = store
         self.logs = logs
@@ -44,6 +46,8 @@ class Executor:
         self.max_parallel = max(1, max_parallel)
         self.environ = dict(environ)
         self.runtime = runtime or get_runtime("host", self.environ)
+        # Host runtime: each namespace's jobs run as a user of its own, its caches in here.
+        self.users_root = users_root if self.runtime.kind == "host" else None
         self._queue: deque[str] = deque()
         self._running: dict[str, Handle] = {}
         self._ending: dict[str, str] = {}  # job id → "cancel" or "timeout"
@@ -134,6 +138,10 @@ class Executor:
         """What the runtime gets for this job."""
         spec = record.spec
         flavor = flavor_of(spec)
+        user, caches = None, None
+        if self.users_root is not None:
+            uid = self.store.job_uid(record.namespace, JOB_UID_BASE)
+            user, caches = (uid, uid), self.users_root / str(uid)
         return Launch(
             job_id=record.id,
             image=str(spec.get("dockerImage") or spec.get("spaceId") or ""),
@@ -141,6 +149,8 @@ class Executor:
             env=job_environment(spec, flavor, record.id),
             workdir=self.work_root / record.id,
             timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT),
+            user=user,
+            caches=caches,
         )
 
     def _start(self, record: JobRecord) -> Handle:

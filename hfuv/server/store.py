@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS documents (
     data TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 );
+CREATE TABLE IF NOT EXISTS job_users (
+    namespace TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE
+);
 """
 
 
@@ -139,6 +143,19 @@ class Store:
                 (stage, message, exit_code, time.time(), job_id, *terminal),
             )
         return cursor.rowcount == 1
+
+    def job_uid(self, namespace: str, first: int) -> int:
+        """The uid the jobs of `namespace` run as: its own, `first` or above, kept for good."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO job_users (namespace, uid) "
+                "SELECT ?, COALESCE(MAX(uid) + 1, ?) FROM job_users",
+                (namespace, first),
+            )
+            (uid,) = self._db.execute(
+                "SELECT uid FROM job_users WHERE namespace = ?", (namespace,)
+            ).fetchone()
+        return int(uid)
 
     # --- scheduled jobs and webhooks: one JSON document each, by kind ------------------------
 

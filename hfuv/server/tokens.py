@@ -1,6 +1,8 @@
 """Who may use the server: bearer tokens, each for a user and the organizations it belongs to.
 
 A token spec is `NAME=TOKEN`, or `NAME@ORG1,ORG2=TOKEN` for a user who is a member of orgs.
+Specs come from `--tokens-file` (one a line), `HFUV_SERVER_TOKENS` (separated by whitespace: an
+org list has commas) and `--token` (which every user of the machine can read in the process list).
 Without any, the server makes a token for the current user and keeps it in its data dir.
 """
 
@@ -10,6 +12,8 @@ import getpass
 import hashlib
 import re
 import secrets
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,19 +48,42 @@ def parse_spec(spec: str, where: str = "--token") -> tuple[str, Identity]:
     return token, Identity(name, org_names)
 
 
+ENV_VARIABLE = "HFUV_SERVER_TOKENS"
+
+
 def load(
-    specs: tuple[str, ...], tokens_file: Path | None, data_dir: Path
+    specs: tuple[str, ...],
+    tokens_file: Path | None,
+    data_dir: Path,
+    *,
+    from_env: str = "",
+    warn: Callable[[str], None] = lambda line: None,
 ) -> tuple[dict[str, Identity], str | None]:
-    """Token → identity; plus the token generated for this user when none was given."""
+    """Token → identity; plus the token generated for this user when none was given.
+    `from_env` is HFUV_SERVER_TOKENS's value; `warn` gets the ways tokens given could leak."""
     tokens: dict[str, Identity] = {}
+    if specs:
+        warn(
+            "warning: --token puts tokens in this server's command line, which every user of "
+            f"this machine can read (ps, /proc); give them in --tokens-file FILE or {ENV_VARIABLE}"
+        )
     for spec in specs:
         token, identity = parse_spec(spec)
+        tokens[token] = identity
+    for spec in from_env.split():
+        token, identity = parse_spec(spec, ENV_VARIABLE)
         tokens[token] = identity
     if tokens_file is not None:
         try:
             lines = tokens_file.read_text(encoding="utf-8").splitlines()
+            mode = tokens_file.stat().st_mode
         except OSError as exc:
             raise UsageError(f"cannot read --tokens-file {tokens_file}: {exc.strerror}") from None
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            warn(
+                f"warning: --tokens-file {tokens_file} is readable by other users (mode "
+                f"{stat.S_IMODE(mode):04o}); chmod 600 {tokens_file}"
+            )
         for number, line in enumerate(lines, start=1):
             line = line.strip()
             if line and not line.startswith("#"):

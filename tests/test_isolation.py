@@ -1,0 +1,324 @@
+"""Isolation: one user's job cannot read another's secrets, logs or code, the server's data dir or
+tokens, nor change what the other's next run executes. The same attack runs on every runtime."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, free_port, hfuv, write
+
+ALICE_SECRET = "alice-secret-0f9c2e"
+TOKENS = {"alice": "token-alice-7d1b", "bob": "token-bob-44a0"}
+JOB_UID_BASE = 1_879_048_192
+
+ALICE_SCRIPT = """\
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["hfuv-demo-a"]
+# ///
+import hfuv_demo_a
+
+print("alice runs her own code:", hfuv_demo_a.VALUE)
+"""
+
+# Bob's job: every way to alice's secrets, the server's tokens and alice's code it can think of.
+# It prints one JSON object: what it reached (a leak) and what it changed (a write it should not
+# have been able to make).
+ATTACK = r"""
+import json, os, signal, sys
+targets = json.loads(sys.argv[1])
+own = os.path.realpath(os.getcwd())
+leaks, writes = [], []
+markers = [m[::-1].encode() for m in targets["markers"]]  # reversed: not in our own argv
+
+def read(path):
+    try:
+        if os.path.isdir(path):
+            return "\n".join(os.listdir(path)).encode()
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+for path in targets["private"]:
+    if read(path) is not None:
+        leaks.append(path)
+for entry in os.listdir("/proc"):
+    if entry.isdigit():
+        for name in ("environ", "cmdline"):
+            data = read(f"/proc/{entry}/{name}") or b""
+            if any(m in data for m in markers):
+                leaks.append(f"/proc/{entry}/{name}")
+if targets["server_pid"]:
+    for name in ("environ",):
+        if read(f"/proc/{targets['server_pid']}/{name}") is not None:
+            leaks.append(f"/proc/server/{name}")
+    try:
+        os.kill(targets["server_pid"], 0)
+        leaks.append("could signal the server")
+    except OSError:
+        pass
+def mine(folder):
+    try:
+        return os.stat(folder).st_uid == os.getuid() != 0
+    except OSError:
+        return False
+
+for root in targets["writable_roots"]:
+    for folder, dirs, files in [(root, [], [])] + list(os.walk(root)):
+        if os.path.realpath(folder).startswith(own) or mine(folder):
+            continue  # bob's own work dir and caches
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "ab") as handle:
+                    handle.write(b"\nprint('bob was here')\n")
+                writes.append(path)
+            except OSError:
+                pass
+        try:
+            with open(os.path.join(folder, "bob-was-here"), "w"):
+                writes.append(folder)
+        except OSError:
+            pass
+print(json.dumps({"leaks": leaks, "writes": writes}))
+"""
+
+
+def reachable_python() -> str | None:
+    """A python3.X every user may run (pyenv's live in root's 0700 home here)."""
+    for minor in ("3.13", "3.12", "3.11", "3.10"):
+        for folder in ("/usr/local/bin", "/usr/bin"):
+            path = Path(folder) / f"python{minor}"
+            if path.exists() and all(
+                p.stat().st_mode & stat.S_IXOTH for p in (path.resolve(), *path.resolve().parents)
+            ):
+                return minor
+    return None
+
+
+@pytest.fixture
+def shared_place(wheel_index: Path) -> Iterator[Path]:
+    """A folder every user can pass through (pytest's own tmp is 0700), with the wheels."""
+    place = Path(tempfile.mkdtemp(prefix="hfuv-isolation-"))
+    place.chmod(0o755)
+    shutil.copytree(wheel_index, place / "wheels")
+    for path in (place / "wheels", *(place / "wheels").iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield place
+    shutil.rmtree(place, ignore_errors=True)
+
+
+def runtimes() -> list[object]:
+    engine = importlib.util.find_spec("hfuv.runtime.engine") is not None
+    return [
+        pytest.param("host", marks=pytest.mark.skipif(
+            os.geteuid() != 0, reason="jobs run as users of their own only on a root server")),
+        pytest.param("podman", marks=pytest.mark.skipif(
+            not engine, reason="hfuv.runtime.engine (the podman runtime) has not landed")),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("runtime", runtimes())
+def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
+    runtime: str, tmp_path: Path, shared_place: Path
+) -> None:
+    python = reachable_python()
+    if runtime == "host" and python is None:
+        pytest.skip("no Python 3.10+ that every user may run (e.g. /usr/bin/python3.11)")
+    data = shared_place / "data"
+    server = ServerProcess(data, *(["--runtime", runtime] if runtime != "host" else []))
+    server.TOKENS = {"me": TOKENS["alice"], **TOKENS}
+    env = dict(
+        os.environ,
+        HFUV_SERVER_KEEPALIVE="1",
+        HFUV_SERVER_TOKENS=" ".join(f"{user}={token}" for user, token in TOKENS.items()),
+        UV_FIND_LINKS=str(shared_place / "wheels"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "hfuv", "server", "--port", str(server.port), "--data-dir",
+         str(data), *server.extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_up(server)
+        alice = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"],  # her lock names
+                 "ALICE_SECRET": ALICE_SECRET, "UV_FIND_LINKS": env["UV_FIND_LINKS"]}  # fmt: skip
+        bob = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["bob"]}
+        script = write(tmp_path / "alice.py", ALICE_SCRIPT)
+        python_flag = ["--python", python] if python else []
+        first = hfuv("run", str(script), *python_flag, "-s", "ALICE_SECRET", env=alice)
+        assert first.code == 0, first.stderr
+        assert "alice runs her own code: a-1.1.0" in first.stdout
+        first_job = alice_jobs(server)[-1]
+
+        # Alice's job runs, with her secret in its environment, while bob's job attacks.
+        sleeping = hfuv("exec", "--detach", "-s", "ALICE_SECRET", "ubuntu", "--", "python3",
+                        "-c", "import time; time.sleep(120)", env=alice)  # fmt: skip
+        assert sleeping.code == 0, sleeping.stderr
+        alice_job = sleeping.stdout.strip().split("/")[-1]
+        wait_for_stage(server, "alice", alice_job, "RUNNING")
+        private = [str(data), str(data / "jobs.db"), str(data / "jobs.db-wal"),
+                   str(data / "logs"), str(data / "logs" / f"{first_job}.jsonl"),
+                   str(data / "work" / first_job), str(data / "work" / alice_job),
+                   str(data / "users" / str(JOB_UID_BASE)), str(data / "token")]  # fmt: skip
+        targets = {
+            "markers": [marker[::-1] for marker in (ALICE_SECRET, *TOKENS.values())],
+            "private": private,
+            "server_pid": server.process.pid,
+            "writable_roots": [str(data), str(data / "users" / str(JOB_UID_BASE)),
+                               str(data / "work" / first_job), os.environ["UV_CACHE_DIR"],
+                               os.environ["HFUV_CACHE_DIR"], str(shared_place)],
+        }  # fmt: skip
+        attack = hfuv("exec", "ubuntu", "--", "python3", "-c", ATTACK, json.dumps(targets),
+                      env=bob)  # fmt: skip
+        assert attack.code == 0, attack.output
+        found = json.loads(attack.stdout.strip().splitlines()[-1])
+        assert found == {"leaks": [], "writes": []}
+
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        assert not any(token.encode() in cmdline for token in TOKENS.values())
+        again = hfuv("run", str(script), *python_flag, "-s", "ALICE_SECRET", env=alice)
+        assert again.code == 0, again.stderr
+        assert "alice runs her own code: a-1.1.0" in again.stdout
+        assert "bob was here" not in again.output
+    finally:
+        server.stop()
+
+
+def wait_until_up(server: ServerProcess) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 30
+    assert server.process is not None
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                f"{server.url}/api/whoami-v2",
+                headers={"authorization": f"Bearer {TOKENS['alice']}"},
+            )
+            urllib.request.urlopen(request, timeout=1).read()
+            return
+        except OSError:
+            if server.process.poll() is not None:
+                stderr = server.process.stderr.read() if server.process.stderr else ""
+                raise RuntimeError(stderr) from None
+            time.sleep(0.1)
+    raise RuntimeError("hfuv server did not start")
+
+
+def alice_jobs(server: ServerProcess) -> list[str]:
+    """Alice's job ids, oldest first."""
+    import httpx
+
+    listed = httpx.get(f"{server.url}/api/jobs/alice",
+                       headers={"authorization": f"Bearer {TOKENS['alice']}"}).json()  # fmt: skip
+    return [job["id"] for job in reversed(listed)]
+
+
+def wait_for_stage(server: ServerProcess, namespace: str, job_id: str, stage: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = httpx.get(f"{server.url}/api/jobs/{namespace}/{job_id}",
+                         headers={"authorization": f"Bearer {TOKENS['alice']}"}).json()  # fmt: skip
+        if info["status"]["stage"] == stage:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {stage}")
+
+
+def test_a_server_that_is_not_root_refuses_tokens_of_two_users(shared_place: Path) -> None:
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
+                          path="/usr/local/bin:/usr/bin")  # fmt: skip
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("needs root, setpriv and a system Python of this minor to run as nobody")
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    root = Path(__file__).resolve().parent.parent
+    data = shared_place / "data"
+    writable = shared_place / "nobody"
+    writable.mkdir()
+    writable.chmod(0o777)
+    env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{site}", HFUV_CACHE_DIR=str(writable),
+               HFUV_SERVER_TOKENS="alice=a1 bob=b1")  # fmt: skip
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-m",
+                 "hfuv", "server", "--port", str(free_port()), "--data-dir", str(data)]  # fmt: skip
+    refused = subprocess.run(as_nobody, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: tokens of 2 ")
+    assert "--insecure-shared-host" in refused.stderr and "Traceback" not in refused.stderr
+    assert not data.exists()
+
+    data = writable / "data"
+    started = subprocess.Popen([*as_nobody[:-1], str(data), "--insecure-shared-host"],
+                               env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert started.stderr is not None
+        line = started.stderr.readline()
+        assert "for alice, bob" in line and "jobs as uid 65534" in line
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    finally:
+        started.kill()
+        started.wait()
+
+
+def test_data_dir_is_tightened_and_tokens_stay_out_of_argv(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write(data / "logs" / "old.jsonl", "{}\n").chmod(0o644)
+    write(data / "token", "me=x\n").chmod(0o644)
+    (data / "work" / "old-job").mkdir(parents=True)
+    (data / "work" / "old-job").chmod(0o755)
+    data.chmod(0o755)
+    tokens_file = write(tmp_path / "tokens", "me=token-me\nother=token-other\n")
+    server = ServerProcess(data, "--tokens-file", str(tokens_file), "--token", "third=token-3")
+    server.TOKENS = {}
+    server.start()
+    try:
+        me = {"HF_ENDPOINT": server.url, "HF_TOKEN": "token-me"}
+        assert hfuv("exec", "ubuntu", "--", "true", env=me).code == 0
+        cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
+        assert b"token-me" not in cmdline and b"token-other" not in cmdline
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.stderr is not None
+    stderr = server.process.stderr.read()
+    assert "warning: --token puts tokens in this server's command line" in stderr
+    assert f"warning: --tokens-file {tokens_file} is readable by other users (mode 0644)" in stderr
+    work = data / "work"
+    modes = {path.relative_to(data).as_posix(): stat.S_IMODE(path.stat().st_mode)
+             for path in [data, *data.rglob("*")] if path.parent.parent != work}  # fmt: skip
+    assert modes["."] == 0o700 and modes["jobs.db"] == 0o600 and modes["token"] == 0o600
+    assert modes["logs"] == 0o700 and modes["logs/old.jsonl"] == 0o600
+    assert modes["work/old-job"] == 0o700
+    assert all(mode & 0o077 == 0 for mode in modes.values()), modes
+
+
+def test_a_local_run_rebuilds_a_code_dir_whose_files_changed(tmp_path: Path) -> None:
+    script = write(
+        tmp_path / "mine.py", "# /// script\n# dependencies = []\n# ///\nprint('mine')\n"
+    )
+    assert hfuv("run", str(script), "--local").stdout == "mine\n"
+    (shipped,) = (Path(os.environ["HFUV_CACHE_DIR"]) / "code").glob("*/mine.py")
+    for tampered in ("print('changed behind my back')\n", None):
+        if tampered is None:  # an extra file beside the code counts as a change too
+            write(shipped.parent / "sitecustomize.py", "print('planted')\n")
+        else:
+            shipped.write_text(tampered)
+        again = hfuv("run", str(script), "--local")
+        assert again.code == 0 and again.stdout == "mine\n", again.output
+        assert shipped.read_text().endswith("print('mine')\n")
+        assert not (shipped.parent / "sitecustomize.py").exists()
