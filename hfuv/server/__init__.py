@@ -37,15 +37,16 @@ def serve(
     from hfuv.server.isolation import isolates_jobs, secure_data_dir
 
     os.umask(0o077)  # everything the server writes (jobs.db, logs, work dirs) is its own
-    tokens, generated = token_store.load(
-        token_specs, tokens_file, data_dir,
-        from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=announce,
-    )  # fmt: skip
-    users = {identity.name for identity in tokens.values()}
-    isolate = isolates_jobs(users, insecure_shared_host=insecure_shared_host)
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
     sock = listen(host, port)
     port = sock.getsockname()[1]
+    warnings: list[str] = []  # said after the banner, whose line scripts read first
+    tokens, generated = token_store.load(
+        token_specs, tokens_file, data_dir,
+        from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=warnings.append,
+    )  # fmt: skip
+    users = {identity.name for identity in tokens.values()}
+    isolate = isolates_jobs(users, insecure_shared_host=insecure_shared_host)
     secure_data_dir(data_dir, jobs_pass_through=isolate)
     state = build_state(data_dir, tokens, max_parallel=max_parallel, job_users=isolate)
     state.executor.start()
@@ -58,6 +59,8 @@ def serve(
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:
         announce(f"HF_ENDPOINT={url} HF_TOKEN=<one of the tokens you gave>")
+    for warning in warnings:
+        announce(warning)
     config = uvicorn.Config(
         create_app(state),
         host=host,
