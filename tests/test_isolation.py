@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess, free_port, hfuv, write
+from tests.images import needs_podman, uv_image
 
 ALICE_SECRET = "alice-secret-0f9c2e"
 TOKENS = {"alice": "token-alice-7d1b", "bob": "token-bob-44a0"}
@@ -126,8 +127,8 @@ def runtimes() -> list[object]:
     return [
         pytest.param("host", marks=pytest.mark.skipif(
             os.geteuid() != 0, reason="jobs run as users of their own only on a root server")),
-        pytest.param("podman", marks=pytest.mark.skipif(
-            not engine, reason="hfuv.runtime.engine (the podman runtime) has not landed")),
+        pytest.param("podman", marks=[needs_podman(), pytest.mark.skipif(
+            not engine, reason="hfuv.runtime.engine (the podman runtime) has not landed")]),
     ]  # fmt: skip
 
 
@@ -135,12 +136,17 @@ def runtimes() -> list[object]:
 def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
     runtime: str, tmp_path: Path, shared_place: Path
 ) -> None:
-    python = reachable_python()
-    if runtime == "host" and python is None:
-        pytest.skip("no Python 3.10+ that every user may run (e.g. /usr/bin/python3.11)")
+    if runtime == "host":
+        image, python = "ubuntu", reachable_python()  # the image is not used on the host
+        if python is None:
+            pytest.skip("no Python 3.10+ that every user may run (e.g. /usr/bin/python3.11)")
+        script = write(tmp_path / "alice.py", ALICE_SCRIPT)
+    else:  # the image's Python; packages from the host's find-links do not reach a container
+        image, python = uv_image(), "3.13"
+        script = write(tmp_path / "alice.py", ALICE_SCRIPT.replace('["hfuv-demo-a"]', "[]")
+                       .replace("hfuv_demo_a.VALUE", "'a-1.1.0'"))  # fmt: skip
     data = shared_place / "data"
     server = ServerProcess(data, *(["--runtime", runtime] if runtime != "host" else []))
-    server.TOKENS = {"me": TOKENS["alice"], **TOKENS}
     env = dict(
         os.environ,
         HFUV_SERVER_KEEPALIVE="1",
@@ -158,15 +164,14 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
         alice = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"],  # her lock names
                  "ALICE_SECRET": ALICE_SECRET, "UV_FIND_LINKS": env["UV_FIND_LINKS"]}  # fmt: skip
         bob = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["bob"]}
-        script = write(tmp_path / "alice.py", ALICE_SCRIPT)
-        python_flag = ["--python", python] if python else []
-        first = hfuv("run", str(script), *python_flag, "-s", "ALICE_SECRET", env=alice)
+        alice_run = ["run", str(script), "--python", python, "--image", image, "-s", "ALICE_SECRET"]
+        first = hfuv(*alice_run, env=alice)
         assert first.code == 0, first.stderr
         assert "alice runs her own code: a-1.1.0" in first.stdout
         first_job = alice_jobs(server)[-1]
 
         # Alice's job runs, with her secret in its environment, while bob's job attacks.
-        sleeping = hfuv("exec", "--detach", "-s", "ALICE_SECRET", "ubuntu", "--", "python3",
+        sleeping = hfuv("exec", "--detach", "-s", "ALICE_SECRET", image, "--", "python3",
                         "-c", "import time; time.sleep(120)", env=alice)  # fmt: skip
         assert sleeping.code == 0, sleeping.stderr
         alice_job = sleeping.stdout.strip().split("/")[-1]
@@ -183,7 +188,7 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
                                str(data / "work" / first_job), os.environ["UV_CACHE_DIR"],
                                os.environ["HFUV_CACHE_DIR"], str(shared_place)],
         }  # fmt: skip
-        attack = hfuv("exec", "ubuntu", "--", "python3", "-c", ATTACK, json.dumps(targets),
+        attack = hfuv("exec", image, "--", "python3", "-c", ATTACK, json.dumps(targets),
                       env=bob)  # fmt: skip
         assert attack.code == 0, attack.output
         found = json.loads(attack.stdout.strip().splitlines()[-1])
@@ -191,7 +196,7 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
 
         cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes()
         assert not any(token.encode() in cmdline for token in TOKENS.values())
-        again = hfuv("run", str(script), *python_flag, "-s", "ALICE_SECRET", env=alice)
+        again = hfuv(*alice_run, env=alice)
         assert again.code == 0, again.stderr
         assert "alice runs her own code: a-1.1.0" in again.stdout
         assert "bob was here" not in again.output
