@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, free_port, hfuv, write
+from tests.conftest import ServerProcess, free_port, hfuv, python_available, write
 from tests.images import needs_podman, uv_image
 
 ALICE_SECRET = "alice-secret-0f9c2e"
@@ -98,16 +98,18 @@ print(json.dumps({"leaks": leaks, "writes": writes}))
 """
 
 
+def runnable(minor: str) -> bool:
+    """Whether a user with no rights of its own can run python`minor` from /usr(/local)/bin."""
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        path = (Path(folder) / f"python{minor}").resolve()
+        if path.exists() and all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents)):
+            return True
+    return False
+
+
 def reachable_python() -> str | None:
-    """A python3.X every user may run (pyenv's live in root's 0700 home here)."""
-    for minor in ("3.13", "3.12", "3.11", "3.10"):
-        for folder in ("/usr/local/bin", "/usr/bin"):
-            path = Path(folder) / f"python{minor}"
-            if path.exists() and all(
-                p.stat().st_mode & stat.S_IXOTH for p in (path.resolve(), *path.resolve().parents)
-            ):
-                return minor
-    return None
+    """A Python X.Y every user may run (pyenv's live in root's 0700 home here)."""
+    return next((m for m in ("3.13", "3.12", "3.11", "3.10") if runnable(m)), None)
 
 
 @pytest.fixture
@@ -146,21 +148,8 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
         script = write(tmp_path / "alice.py", ALICE_SCRIPT.replace('["hfuv-demo-a"]', "[]")
                        .replace("hfuv_demo_a.VALUE", "'a-1.1.0'"))  # fmt: skip
     data = shared_place / "data"
-    server = ServerProcess(data, *(["--runtime", runtime] if runtime != "host" else []))
-    env = dict(
-        os.environ,
-        HFUV_SERVER_KEEPALIVE="1",
-        HFUV_SERVER_TOKENS=" ".join(f"{user}={token}" for user, token in TOKENS.items()),
-        UV_FIND_LINKS=str(shared_place / "wheels"),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    )
-    server.process = subprocess.Popen(
-        [sys.executable, "-m", "hfuv", "server", "--port", str(server.port), "--data-dir",
-         str(data), *server.extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, env = start_server(data, shared_place, *(["--runtime", runtime] * (runtime != "host")))
     try:
-        wait_until_up(server)
         alice = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"],  # her lock names
                  "ALICE_SECRET": ALICE_SECRET, "UV_FIND_LINKS": env["UV_FIND_LINKS"]}  # fmt: skip
         bob = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["bob"]}
@@ -204,6 +193,29 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
         server.stop()
 
 
+def start_server(data: Path, shared_place: Path, *extra: str) -> tuple[ServerProcess, dict]:
+    """A server for alice and bob, tokens out of its argv, the wheels where all can read them."""
+    server = ServerProcess(data, *extra)
+    env = dict(
+        os.environ,
+        HFUV_SERVER_KEEPALIVE="1",
+        HFUV_SERVER_TOKENS=" ".join(f"{user}={token}" for user, token in TOKENS.items()),
+        UV_FIND_LINKS=str(shared_place / "wheels"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "hfuv", "server", "--port", str(server.port), "--data-dir",
+         str(data), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_up(server)
+    except BaseException:
+        server.kill()
+        raise
+    return server, env
+
+
 def wait_until_up(server: ServerProcess) -> None:
     import urllib.request
 
@@ -245,6 +257,27 @@ def wait_for_stage(server: ServerProcess, namespace: str, job_id: str, stage: st
             return
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} never reached {stage}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as users of their own on a root server")
+def test_a_python_out_of_the_job_users_reach_fails_the_start_saying_so(
+    tmp_path: Path, shared_place: Path
+) -> None:
+    hidden = [m for m in ("3.12", "3.13", "3.10") if python_available(m) and not runnable(m)]
+    if not hidden:
+        pytest.skip("every installed Python is one all users can run")
+    server, _ = start_server(shared_place / "data", shared_place)
+    try:
+        env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"]}
+        script = write(tmp_path / "plain.py", "print('never')\n")
+        result = hfuv("run", str(script), "--python", hidden[0], env=env)
+        assert result.code != 0 and "never" not in result.stdout
+        assert (
+            f"Job failed to start: Python {hidden[0]} is not installed where the job's own user "
+            "can run it"
+        ) in result.stderr
+    finally:
+        server.stop()
 
 
 def test_a_server_that_is_not_root_refuses_tokens_of_two_users(shared_place: Path) -> None:

@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from hfuv.jobenv import host_environment
 from hfuv.runtime import KILL_GRACE_SECONDS, Handle, Launch, Runtime, RuntimeFailure, Usage
@@ -65,7 +66,7 @@ class HostRuntime(Runtime):
         argv, env = host_process(list(launch.argv), launch.env, environ, launch.workdir)
         if launch.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(launch.gpus)
-        as_user: dict[str, object] = {}
+        as_user: dict[str, Any] = {}
         if launch.user is None:
             launch.workdir.mkdir(parents=True, exist_ok=True)
         else:
@@ -79,7 +80,7 @@ class HostRuntime(Runtime):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **as_user,  # type: ignore[arg-type]
+                **as_user,
             )
         except OSError as exc:
             raise RuntimeFailure(f"{argv[0]}: {exc.strerror}") from None
@@ -102,12 +103,10 @@ PRIVATE_VARIABLES = ("HOME", "TMPDIR", "XDG_CACHE_HOME", "USER", "LOGNAME")
 
 def for_job_user(environ: Mapping[str, str]) -> dict[str, str]:
     """The server's environment as a job of a user of its own inherits it."""
-    env = {key: value for key, value in environ.items() if key not in PRIVATE_VARIABLES}
-    env["PATH"] = reachable_path(env.get("PATH", ""))
-    return env
+    return {key: value for key, value in environ.items() if key not in PRIVATE_VARIABLES}
 
 
-def own_user(launch: Launch, argv: list[str], env: dict[str, str]) -> dict[str, object]:
+def own_user(launch: Launch, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Prepare the job's own dirs and env for `launch.user`; the Popen arguments that run it so.
     (`argv` and `env` are changed in place.)"""
     assert launch.user is not None
@@ -133,7 +132,31 @@ def own_user(launch: Launch, argv: list[str], env: dict[str, str]) -> dict[str, 
                 "PATH entry they can reach has one; install it where every user can run it"
             )
         argv[0] = found
-    return {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
+    as_user = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
+    if env.get("HFUV_PYTHON"):
+        check_python(env["HFUV_PYTHON"], env, home, as_user)
+    return as_user
+
+
+def check_python(python: str, env: dict[str, str], home: Path, as_user: dict[str, Any]) -> None:
+    """Fail the start, saying why, when uv finds no Python `python` (X.Y) this user can run."""
+    uv = which_reachable("uv", env.get("PATH", ""))
+    if uv is None:
+        return  # the bootstrap installs uv, and uv then says what is missing
+    try:
+        command = [uv, "python", "find", python]
+        found = subprocess.run(
+            command, env=env, cwd=home, capture_output=True, timeout=60, **as_user
+        )
+    except (OSError, subprocess.SubprocessError):
+        return
+    if found.returncode != 0:
+        raise RuntimeFailure(
+            f"Python {python} is not installed where the job's own user can run it (a Python "
+            "in a private home, such as pyenv's in a 0700 /root, is out of its reach); install "
+            f"it for all users: the system's python{python}, or `uv python install {python}` "
+            "with a UV_PYTHON_INSTALL_DIR every user can read, set for hfuv server too"
+        )
 
 
 def blocker(path: str) -> str | None:
