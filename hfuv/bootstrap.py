@@ -66,6 +66,8 @@ def unpack(files, workdir):
 
 def holds_exactly(folder, files):
     """Whether `folder` has the bundle's files, byte for byte, and nothing else (no link)."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
     found = set()
     for root, dirs, names in os.walk(folder):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
@@ -83,7 +85,7 @@ def holds_exactly(folder, files):
 def code_dir(files, codedir):
     """A code dir that holds exactly `files`: `codedir` as found, or rebuilt when its files
     differ (edited, or half written); atomically, so concurrent jobs see all or nothing."""
-    if os.path.isdir(codedir) and holds_exactly(codedir, files):
+    if holds_exactly(codedir, files):
         return codedir
     parent = os.path.dirname(codedir)
     os.makedirs(parent, exist_ok=True)

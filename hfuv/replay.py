@@ -262,6 +262,8 @@ def _unpacked(codedir: str, files: Mapping[str, bytes]) -> bool:
 
 def _holds_exactly(folder: str, files: Mapping[str, bytes]) -> bool:
     """Whether `folder` has `files`, byte for byte, and nothing else (no link)."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
     found = 0
     for root, dirs, names in os.walk(folder):
         for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:

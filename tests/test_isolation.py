@@ -280,6 +280,24 @@ def test_a_python_out_of_the_job_users_reach_fails_the_start_saying_so(
         server.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as users of their own on a root server")
+def test_a_data_dir_out_of_the_job_users_reach_is_said_at_start_and_at_each_job(
+    tmp_path: Path, shared_place: Path
+) -> None:
+    closed = tmp_path.parents[1]  # pytest's tmp root: 0700
+    assert stat.S_IMODE(closed.stat().st_mode) & 0o001 == 0
+    server, _ = start_server(tmp_path / "data", shared_place)
+    try:
+        env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"]}
+        result = hfuv("exec", "ubuntu", "--", "echo", "never", env=env)
+        assert result.code != 0 and "never" not in result.stdout
+        assert f"its folders in {tmp_path / 'data' / 'work'}: {closed} is closed" in result.stderr
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.stderr is not None
+    assert f"and {closed} is closed to other users" in server.process.stderr.read()
+
+
 def test_a_server_that_is_not_root_refuses_tokens_of_two_users(shared_place: Path) -> None:
     python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}",
                           path="/usr/local/bin:/usr/bin")  # fmt: skip

@@ -34,7 +34,7 @@ def serve(
             hint="pip install 'hfuv[server]'",
         ) from None
     from hfuv.server import tokens as token_store
-    from hfuv.server.isolation import isolates_jobs, secure_data_dir
+    from hfuv.server.isolation import closed_to_jobs, isolates_jobs, secure_data_dir
 
     os.umask(0o077)  # everything the server writes (jobs.db, logs, work dirs) is its own
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
@@ -48,6 +48,12 @@ def serve(
     users = {identity.name for identity in tokens.values()}
     isolate = isolates_jobs(users, insecure_shared_host=insecure_shared_host)
     secure_data_dir(data_dir, jobs_pass_through=isolate)
+    if isolate and (closed := closed_to_jobs(data_dir)):
+        warnings.append(
+            f"warning: jobs run as users of their own, and {closed} is closed to other users: "
+            f"they cannot reach their work dirs in {data_dir} and will fail to start; give "
+            "--data-dir a place every user can pass through, e.g. /var/lib/hfuv"
+        )
     state = build_state(data_dir, tokens, max_parallel=max_parallel, job_users=isolate)
     state.executor.start()
     assert state.scheduler is not None

@@ -46,6 +46,13 @@ def isolates_jobs(users: Iterable[str], *, insecure_shared_host: bool) -> bool:
     return False
 
 
+def closed_to_jobs(data_dir: Path) -> str | None:
+    """The folder above `data_dir` that keeps a job's own user out of it, if one does."""
+    from hfuv.runtime.host import blocker
+
+    return blocker(str(data_dir.resolve().parent))
+
+
 def secure_data_dir(data_dir: Path, *, jobs_pass_through: bool) -> None:
     """Make `data_dir` the server's alone, tightening what an older server left readable."""
     data_dir.mkdir(parents=True, exist_ok=True)
