@@ -7,6 +7,10 @@ entry): then the data dir and its `work` and `users` folders are 0711, so a job'
 through them to its own work dir and caches (0700, owned by it) but cannot list them or open
 anything else. A server that cannot do that (not root) refuses tokens of several users unless
 told `--insecure-shared-host`: their jobs would read each other's secrets.
+
+A uid per namespace rather than per job: the namespace's jobs keep one warm uv cache (a fresh
+uid would install every package again), and they belong to one owner, who can already read
+their logs and rerun them. The members of an org share the org's uid for the org's jobs.
 """
 
 from __future__ import annotations
