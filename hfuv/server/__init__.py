@@ -20,6 +20,7 @@ def serve(
     token_specs: tuple[str, ...],
     tokens_file: Path | None,
     max_parallel: int,
+    gpus: str = "all",
     announce: Callable[[str], None],
 ) -> None:
     """Run the server until interrupted; jobs still running then end as ERROR."""
@@ -32,19 +33,22 @@ def serve(
             "hfuv server needs its extra dependencies",
             hint="pip install 'hfuv[server]'",
         ) from None
+    from hfuv.runtime.gpus import pool_from_option
     from hfuv.server import tokens as token_store
 
+    gpu_pool = pool_from_option(gpus)
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
     sock = listen(host, port)
     port = sock.getsockname()[1]
     tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
-    state = build_state(data_dir, tokens, max_parallel=max_parallel)
+    state = build_state(data_dir, tokens, max_parallel=max_parallel, gpus=gpu_pool)
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     users = ", ".join(sorted({identity.name for identity in tokens.values()}))
     announce(f"hfuv server on {url} for {users}; data in {data_dir}")
+    announce(gpu_pool.describe())
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
+from hfuv.runtime.gpus import GpuPool
 from hfuv.server import metrics, webhooks
 from hfuv.server.executor import Executor
 from hfuv.server.logs import LogBook, timestamp
@@ -174,7 +175,7 @@ def _create(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
         body = await _json_body(request)
-        spec = validate_spec(body)
+        spec = fitting(state, validate_spec(body))
         record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec)
         return JSONResponse(job_json(record))
 
@@ -268,6 +269,14 @@ def validate_spec(body: Any) -> dict[str, Any]:
     for key in ("volumes", "network", "expose", "attempts"):
         if key in body:
             spec[key] = body[key]
+    return spec
+
+
+def fitting(state: ServerState, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec, if this server can ever run it; else a 400 saying why (a flavor's GPUs)."""
+    reason = state.executor.refusal(spec)
+    if reason is not None:
+        raise ApiError(400, reason)
     return spec
 
 
@@ -371,7 +380,8 @@ def _duplicate(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         original = _job(state, request, identity)
         initiator = {"type": "duplicated-job", "id": original.id}
-        record = state.launch(original.namespace, original.owner, initiator, original.spec)
+        spec = fitting(state, original.spec)
+        record = state.launch(original.namespace, original.owner, initiator, spec)
         return JSONResponse(job_json(record))
 
     return handler
@@ -504,7 +514,7 @@ def _schedule_create(state: ServerState):
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Request body must be a JSON object")
-        spec = validate_spec(body.get("jobSpec"))
+        spec = fitting(state, validate_spec(body.get("jobSpec")))
         flags = {key: body.get(key, False) for key in ("suspend", "concurrency")}
         if not all(isinstance(value, bool) for value in flags.values()):
             raise ApiError(400, "`suspend` and `concurrency` must be booleans")
@@ -689,6 +699,7 @@ def build_state(
     *,
     max_parallel: int,
     environ: dict[str, str] | None = None,
+    gpus: GpuPool | None = None,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
     logs = LogBook(data_dir / "logs")
@@ -698,6 +709,7 @@ def build_state(
         data_dir / "work",
         max_parallel=max_parallel,
         environ=environ if environ is not None else dict(os.environ),
+        gpus=gpus,
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
     state = ServerState(store, logs, executor, tokens, keepalive)
