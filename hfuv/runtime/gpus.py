@@ -19,7 +19,7 @@ from hfuv.errors import UsageError
 
 _LISTED = re.compile(r"^GPU (\d+): (.*?)(?: \(UUID: (\S+)\))?$")
 _ID = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")
-_HINT = "give all, none, or device ids such as 0,1 (as nvidia-smi -L numbers them)"
+_HINT = "give all, none, or GPU ids as nvidia-smi -L numbers them, e.g. 0,1"
 
 
 @dataclass(frozen=True)
