@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,19 @@ def test_two_one_gpu_jobs_take_turns(one_gpu: ServerProcess, tmp_path: Path) -> 
     assert done[0]["finishedAt"] <= done[1]["startedAt"]
     assert "GPU 0" in done[1]["status"]["message"]
     assert "GPUs: 0 (declared)" in startup(one_gpu).splitlines()
+
+
+def test_a_followed_job_says_what_it_waits_for(one_gpu: ServerProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    first = submit(one_gpu, "t4-small", holding(gate))
+    until(one_gpu, first, stage("RUNNING"))
+    threading.Timer(4.0, gate.touch).start()
+    piped = hfuv("exec", "--flavor", "t4-small", IMAGE, "--", "echo", "after", env=one_gpu.env())
+    assert piped.code == 0 and piped.stdout == "after\n", piped.stderr
+    said = [line for line in piped.stderr.splitlines() if "is waiting for" in line]
+    assert len(said) == 1 and said[0].endswith(
+        f" is waiting for t4-small hardware (Waiting for 1 GPU: 0 of 1 free (job {first} uses it))"
+    )
 
 
 def test_a_flavor_with_more_gpus_than_the_server_is_refused(
@@ -208,6 +222,29 @@ def test_a_big_gpu_job_is_not_passed_by_smaller_ones(tmp_path: Path) -> None:
         second_gate.touch()
         assert until(server, later, stage("COMPLETED", "ERROR"))["status"]["stage"] == "COMPLETED"
         assert log(server, later) == "GPUS=0\n"
+    finally:
+        server.stop()
+
+
+def test_a_queued_gpu_job_ends_when_a_restarted_server_has_no_gpu_for_it(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "data", "--gpus", "0").start()
+    try:
+        first = submit(server, "t4-small", "sleep 60")
+        until(server, first, stage("RUNNING"))
+        queued = submit(server, "t4-small", "echo never")
+        until(server, queued, lambda info: info["status"]["message"])
+    finally:
+        server.kill()
+    server = ServerProcess(tmp_path / "data", "--gpus", "none").start()
+    try:
+        ended = until(server, queued, stage("ERROR", "COMPLETED"))
+        assert ended["status"]["message"] == (
+            "flavor t4-small needs 1 GPU; this server has none; choose a CPU flavor, or a "
+            "server with GPUs (hfuv server --gpus)"
+        )
+        assert ended["startedAt"] is None and log(server, queued) == ""
     finally:
         server.stop()
 
