@@ -50,14 +50,14 @@ def detect() -> list[Gpu]:
     return found
 
 
-def pool_from_option(value: str, detected: Sequence[Gpu] | None = None) -> GpuPool:
+def pool_from_option(value: str) -> GpuPool:
     """The pool `--gpus VALUE` names; a usage error (one line) for anything else."""
     value = value.strip()
-    listed = list(detect() if detected is None and value != "none" else detected or [])
-    if value == "all":
-        return GpuPool(listed, declared=False)
     if value == "none":
         return GpuPool([], declared=True)
+    listed = detect()
+    if value == "all":
+        return GpuPool(listed, declared=False)
     ids = [item.strip() for item in value.split(",")]
     for item in ids:
         if not _ID.match(item):

@@ -61,10 +61,8 @@ def gpu_wait(need: int, pool: GpuPool, kept_for: str | None) -> str:
     holders = pool.holders()
     if not holders:
         return text
-    busy = pool.size - free
-    verb = "uses" if len(holders) == 1 else "use"
-    return f"{text} ({'job' if len(holders) == 1 else 'jobs'} {', '.join(holders)} {verb} " \
-           f"{'it' if busy == 1 else 'them'})"  # fmt: skip
+    who = f"job {holders[0]} uses" if len(holders) == 1 else f"jobs {', '.join(holders)} use"
+    return f"{text} ({who} {'it' if pool.size - free == 1 else 'them'})"
 
 
 def slot_wait(running: int, max_parallel: int) -> str:
