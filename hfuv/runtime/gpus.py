@@ -108,6 +108,13 @@ class GpuPool:
             self._holder[gpu] = job_id
         return chosen
 
+    def hold(self, job_id: str, ids: Sequence[str]) -> None:
+        """Give `job_id` these GPUs again (a job re-attached after a restart); ids no longer in
+        the pool are skipped."""
+        for gpu in self.gpus:
+            if gpu.id in ids:
+                self._holder[gpu.id] = job_id
+
     def release(self, job_id: str) -> None:
         for gpu in self.held_by(job_id):
             del self._holder[gpu]

@@ -25,6 +25,7 @@ from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
 SHUTDOWN_GRACE_SECONDS = 3.0
+GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 
 
 def flavor_of(spec: Mapping[str, object]) -> Flavor:
@@ -131,6 +132,11 @@ class Executor:
             )
         for record in self.store.with_stage("SCHEDULING"):
             self._queue.append(record.id)
+        for held in self.store.docs(GPU_HOLDS):  # a re-attached job keeps its GPUs
+            if held["id"] in self._running:
+                self.gpus.hold(held["id"], held["gpus"])
+            else:
+                self.store.delete_doc(GPU_HOLDS, held["id"])
 
     def _dispatch(self) -> None:
         while True:
@@ -148,7 +154,7 @@ class Executor:
                 with self._cond:
                     self._starting.discard(record.id)
                     self._ending.pop(record.id, None)
-                    self.gpus.release(record.id)
+                    self._release_gpus(record.id)
                     self._cond.notify_all()
                 reason = (
                     str(exc) if isinstance(exc, RuntimeFailure) else f"{type(exc).__name__}: {exc}"
@@ -190,6 +196,9 @@ class Executor:
                     continue
                 gpus = self.gpus.take(job_id, need)
                 assert gpus is not None  # need <= available <= free
+                if gpus:  # kept in the store, for a server that re-attaches the job
+                    hold = {"id": job_id, "namespace": record.namespace, "gpus": list(gpus)}
+                    self.store.put_doc(GPU_HOLDS, hold)
                 return record, gpus
         return None
 
@@ -207,6 +216,11 @@ class Executor:
             return None
         self._gpus_needed[job_id] = flavor.gpu_count
         return flavor.gpu_count
+
+    def _release_gpus(self, job_id: str) -> None:
+        if self.gpus.held_by(job_id):
+            self.gpus.release(job_id)
+            self.store.delete_doc(GPU_HOLDS, job_id)
 
     def _show(self, job_id: str, message: str) -> None:
         if self._waiting_for.get(job_id) != message:
@@ -278,7 +292,7 @@ class Executor:
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
-            self.gpus.release(record.id)
+            self._release_gpus(record.id)
             self._cond.notify_all()
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)
