@@ -253,13 +253,21 @@ def _gib(size: float) -> str:
     return f"{size / 1024**3:.1f}".removesuffix(".0") + " GiB"
 
 
-def test_the_status_message_shows_the_limits_capped_at_this_host(one_gpu: ServerProcess) -> None:
+def test_the_limits_are_capped_at_this_host_and_said(
+    one_gpu: ServerProcess, tmp_path: Path
+) -> None:
     from hfuv.flavors import CATALOG
 
     host = host_capacity()
     bigger = next(f for f in CATALOG.values() if not f.is_gpu and f.cpu_cores > host.cpus
                   and f.ram_gb * 1024**3 > host.memory_bytes)  # fmt: skip
-    capped = submit(one_gpu, bigger.name, "echo capped")
+    gate = tmp_path / "gate"
+    capped = submit(one_gpu, bigger.name, holding(gate))
+    until(one_gpu, capped, stage("RUNNING"))
+    metric = first_metric(one_gpu, capped)  # stats: the job's limits, not the flavor's
+    assert (metric["cpu_millicores"], metric["memory_total_bytes"]) == (
+        host.cpus * 1000, host.memory_bytes)  # fmt: skip
+    gate.touch()
     message = until(one_gpu, capped, stage("COMPLETED"))["status"]["message"]
     assert message.split("; ")[:2] == [
         f"limits: {bigger.cpu_cores} CPUs capped to {host.cpus:g} (this host), {bigger.ram_gb} "

@@ -444,7 +444,7 @@ def _metrics(state: ServerState):
         record = _job(state, request, identity)
         if record.terminal:
             raise ApiError(406, f"Job {record.id} is not running ({record.stage})")
-        flavor = CATALOG.get(record.spec.get("flavor") or DEFAULT_FLAVOR, CATALOG[DEFAULT_FLAVOR])
+        cpus, memory = state.executor.limits(record.spec)
 
         async def events() -> AsyncIterator[bytes]:
             while True:
@@ -452,7 +452,7 @@ def _metrics(state: ServerState):
                 if current is None or current.terminal:
                     return
                 usage = await asyncio.to_thread(state.executor.usage, record.id)
-                sample = metrics.sample(usage, flavor)
+                sample = metrics.sample(usage, cpus, memory)
                 yield b"event: metric\ndata: " + json.dumps(sample).encode() + b"\n\n"
                 await asyncio.sleep(1.0)
 

@@ -113,6 +113,11 @@ class Executor:
             usage.extra["gpus"] = gpu_metrics(gpus)  # exactly the job's own devices
         return usage
 
+    def limits(self, spec: Mapping[str, object]) -> tuple[float, int]:
+        """A job's CPU and memory limits: its flavor's, capped at this host's."""
+        cpus, memory, _ = capacity.limits(flavor_of(spec), self.capacity)
+        return cpus, memory
+
     def refusal(self, spec: Mapping[str, object]) -> str | None:
         """Why a job of this spec can never run here (its flavor's GPUs), or None."""
         return capacity.refusal(flavor_of(spec), self.gpus)
@@ -236,7 +241,7 @@ class Executor:
         """What the runtime gets for this job (`gpus`: those the pool gave it)."""
         spec = record.spec
         flavor = flavor_of(spec)
-        cpus, memory, _ = capacity.limits(flavor, self.capacity)
+        cpus, memory = self.limits(spec)
         return Launch(
             job_id=record.id,
             image=str(spec.get("dockerImage") or spec.get("spaceId") or ""),
