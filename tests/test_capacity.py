@@ -73,6 +73,14 @@ def log(server: ServerProcess, job_id: str) -> str:
     return hfuv("logs", job_id, env=server.env()).stdout
 
 
+def logged(server: ServerProcess, job_id: str, expected: str, timeout: float = 30) -> None:
+    """The job's log is `expected`, once it has caught up (polled)."""
+    deadline = time.monotonic() + timeout
+    while (text := log(server, job_id)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert text == expected
+
+
 def startup(server: ServerProcess) -> str:
     server.stop()
     assert server.process is not None and server.process.stderr is not None
@@ -175,12 +183,12 @@ def test_a_gpu_is_free_again_however_its_job_ends(
     if ending == "failure":
         first = submit(one_gpu, "t4-small", f"{holding(gate)}; exit 3")
     else:
-        options = ("--timeout", "3") if ending == "timeout" else ()
+        options = ("--timeout", "6") if ending == "timeout" else ()
         first = submit(one_gpu, "t4-small", "sleep 60", *options)
     second = submit(one_gpu, "l4x1", 'echo "GPUS=$CUDA_VISIBLE_DEVICES"')
     until(one_gpu, first, stage("RUNNING"))
-    until(one_gpu, second, lambda info: info["status"]["message"])
-    assert job(one_gpu, second)["status"]["stage"] == "SCHEDULING"
+    waiting = f"Waiting for 1 GPU: 0 of 1 free (job {first} uses it)"
+    until(one_gpu, second, lambda info: info["status"]["message"] == waiting)
     if ending == "cancel":
         assert hfuv("cancel", first, env=one_gpu.env()).code == 0
     elif ending == "failure":
@@ -214,11 +222,9 @@ def test_a_big_gpu_job_is_not_passed_by_smaller_ones(tmp_path: Path) -> None:
         }
         gate.touch()
         until(server, big, stage("RUNNING"))
-        assert log(server, big) == "GPUS=0,1\n"
-        waiting = until(server, later, lambda info: big in (info["status"]["message"] or ""))
-        assert (
-            waiting["status"]["message"] == f"Waiting for 1 GPU: 0 of 2 free (job {big} uses them)"
-        )
+        logged(server, big, "GPUS=0,1\n")
+        now = f"Waiting for 1 GPU: 0 of 2 free (job {big} uses them)"
+        assert until(server, later, lambda info: info["status"]["message"] == now)
         second_gate.touch()
         assert until(server, later, stage("COMPLETED", "ERROR"))["status"]["stage"] == "COMPLETED"
         assert log(server, later) == "GPUS=0\n"
@@ -332,8 +338,8 @@ def test_gpus_are_detected_and_stats_show_the_jobs_own(
         assert table.code == 0, table.stderr
         rows = table.stdout.splitlines()[1:]
         assert len(rows) == 1 and rows[0].split()[-5:] == ["17%", "6.67%", "1.1GB", "/", "16.1GB"]
+        logged(server, second, "GPUS=1\n")
         gate.touch()
-        assert log(server, second) == "GPUS=1\n"
     finally:
         lines = startup(server).splitlines()
     assert "GPUs: 0 (Tesla T4), 1 (Tesla T4)" in lines
