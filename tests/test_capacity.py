@@ -255,6 +255,24 @@ def test_a_queued_gpu_job_ends_when_a_restarted_server_has_no_gpu_for_it(
         server.stop()
 
 
+def test_a_job_waiting_for_a_slot_says_so(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--max-parallel", "1", "--gpus", "none").start()
+    try:
+        gate = tmp_path / "gate"
+        first = submit(server, "cpu-basic", holding(gate))
+        until(server, first, stage("RUNNING"))
+        second = submit(server, "cpu-basic", "echo second")
+        waiting = until(server, second, lambda info: info["status"]["message"])["status"]
+        assert waiting == {
+            "stage": "SCHEDULING",
+            "message": "Waiting for a free slot: 1 of 1 jobs running (--max-parallel)",
+        }
+        gate.touch()
+        assert until(server, second, stage("COMPLETED", "ERROR"))["status"]["stage"] == "COMPLETED"
+    finally:
+        server.stop()
+
+
 def _gib(size: float) -> str:
     return f"{size / 1024**3:.1f}".removesuffix(".0") + " GiB"
 
