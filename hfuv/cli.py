@@ -309,9 +309,17 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     show_default=True,
     help="Jobs running at once; the rest wait in SCHEDULING.",
 )
+@click.option(
+    "--gpus",
+    envvar="HFUV_SERVER_GPUS",
+    default="all",
+    show_default=True,
+    metavar="all|none|0,1,...",
+    help="GPUs jobs may have, each one job's at a time (all: those nvidia-smi -L lists).",
+)
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
            tokens_file: str | None, insecure_shared_host: bool,
-           max_parallel: int) -> None:  # fmt: skip
+           max_parallel: int, gpus: str) -> None:  # fmt: skip
     """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
     from pathlib import Path
 
@@ -324,6 +332,7 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
         token_specs=token_specs,
         tokens_file=Path(tokens_file) if tokens_file else None,
         max_parallel=max_parallel,
+        gpus=gpus,
         announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
         insecure_shared_host=insecure_shared_host,
     )

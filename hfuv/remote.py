@@ -91,10 +91,13 @@ def wait_until_started(
             if job["status"]["stage"] != "SCHEDULING":
                 return
             if time.monotonic() - progress.started >= QUIET_SECONDS:
+                waiting = f"waiting for {job.get('flavor')} hardware"
+                if job["status"].get("message"):  # what for, e.g. hfuv server's GPUs
+                    waiting += f" ({job['status']['message']})"
                 if not progress.live and not said:  # once, when piped
-                    status(f"job {namespace}/{job_id} is waiting for {job.get('flavor')} hardware")
+                    status(f"job {namespace}/{job_id} is {waiting}")
                     said = True
-                progress.show(f"waiting for {job.get('flavor')} hardware")
+                progress.show(waiting)
             time.sleep(0.5)
     finally:
         progress.clear()

@@ -113,11 +113,11 @@ def own_user(launch: Launch, argv: list[str], env: dict[str, str]) -> dict[str, 
     uid, gid = launch.user
     home = launch.workdir
     caches = launch.caches or home / ".cache"
-    for parent in {home.parent, caches.parent}:
-        if blocker(str(parent)):
+    for parent in dict.fromkeys((home.parent, caches.parent)):  # in order: work dir first
+        if closed := blocker(str(parent)):
             raise RuntimeFailure(
                 f"the job's own user (uid {uid}) cannot reach its folders in {parent}: "
-                f"{blocker(str(parent))} is closed to other users; give hfuv server a "
+                f"{closed} is closed to other users; give hfuv server a "
                 "--data-dir that every user can pass through, e.g. /var/lib/hfuv"
             )
     for folder in (home, home / ".tmp", caches):

@@ -20,6 +20,7 @@ def serve(
     token_specs: tuple[str, ...],
     tokens_file: Path | None,
     max_parallel: int,
+    gpus: str = "all",
     announce: Callable[[str], None],
     insecure_shared_host: bool = False,
 ) -> None:
@@ -33,9 +34,11 @@ def serve(
             "hfuv server needs its extra dependencies",
             hint="pip install 'hfuv[server]'",
         ) from None
+    from hfuv.runtime.gpus import pool_from_option
     from hfuv.server import tokens as token_store
     from hfuv.server.isolation import closed_to_jobs, isolates_jobs, secure_data_dir
 
+    gpu_pool = pool_from_option(gpus)
     os.umask(0o077)  # everything the server writes (jobs.db, logs, work dirs) is its own
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
     sock = listen(host, port)
@@ -54,13 +57,16 @@ def serve(
             f"they cannot reach their work dirs in {data_dir} and will fail to start; give "
             "--data-dir a place every user can pass through, e.g. /var/lib/hfuv"
         )
-    state = build_state(data_dir, tokens, max_parallel=max_parallel, job_users=isolate)
+    state = build_state(
+        data_dir, tokens, max_parallel=max_parallel, job_users=isolate, gpus=gpu_pool
+    )
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     who = "each job as a user of its own" if isolate else f"jobs as uid {os.geteuid()}"
     announce(f"hfuv server on {url} for {', '.join(sorted(users))}; data in {data_dir}; {who}")
+    announce(gpu_pool.describe())
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
+from hfuv.runtime.gpus import GpuPool
 from hfuv.server import metrics, webhooks
 from hfuv.server.executor import Executor
 from hfuv.server.logs import LogBook, timestamp
@@ -174,7 +175,7 @@ def _create(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
         body = await _json_body(request)
-        spec = validate_spec(body)
+        spec = fitting(state, validate_spec(body))
         record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec)
         return JSONResponse(job_json(record))
 
@@ -268,6 +269,14 @@ def validate_spec(body: Any) -> dict[str, Any]:
     for key in ("volumes", "network", "expose", "attempts"):
         if key in body:
             spec[key] = body[key]
+    return spec
+
+
+def fitting(state: ServerState, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec, if this server can ever run it; else a 400 saying why (a flavor's GPUs)."""
+    reason = state.executor.refusal(spec)
+    if reason is not None:
+        raise ApiError(400, reason)
     return spec
 
 
@@ -371,7 +380,8 @@ def _duplicate(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         original = _job(state, request, identity)
         initiator = {"type": "duplicated-job", "id": original.id}
-        record = state.launch(original.namespace, original.owner, initiator, original.spec)
+        spec = fitting(state, original.spec)
+        record = state.launch(original.namespace, original.owner, initiator, spec)
         return JSONResponse(job_json(record))
 
     return handler
@@ -434,7 +444,7 @@ def _metrics(state: ServerState):
         record = _job(state, request, identity)
         if record.terminal:
             raise ApiError(406, f"Job {record.id} is not running ({record.stage})")
-        flavor = CATALOG.get(record.spec.get("flavor") or DEFAULT_FLAVOR, CATALOG[DEFAULT_FLAVOR])
+        cpus, memory = state.executor.limits(record.spec)
 
         async def events() -> AsyncIterator[bytes]:
             while True:
@@ -442,7 +452,7 @@ def _metrics(state: ServerState):
                 if current is None or current.terminal:
                     return
                 usage = await asyncio.to_thread(state.executor.usage, record.id)
-                sample = metrics.sample(usage, flavor)
+                sample = metrics.sample(usage, cpus, memory)
                 yield b"event: metric\ndata: " + json.dumps(sample).encode() + b"\n\n"
                 await asyncio.sleep(1.0)
 
@@ -504,7 +514,7 @@ def _schedule_create(state: ServerState):
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Request body must be a JSON object")
-        spec = validate_spec(body.get("jobSpec"))
+        spec = fitting(state, validate_spec(body.get("jobSpec")))
         flags = {key: body.get(key, False) for key in ("suspend", "concurrency")}
         if not all(isinstance(value, bool) for value in flags.values()):
             raise ApiError(400, "`suspend` and `concurrency` must be booleans")
@@ -690,6 +700,7 @@ def build_state(
     max_parallel: int,
     environ: dict[str, str] | None = None,
     job_users: bool = False,
+    gpus: GpuPool | None = None,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
     logs = LogBook(data_dir / "logs")
@@ -700,6 +711,7 @@ def build_state(
         max_parallel=max_parallel,
         environ=environ if environ is not None else dict(os.environ),
         users_root=data_dir / "users" if job_users else None,
+        gpus=gpus,
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
     state = ServerState(store, logs, executor, tokens, keepalive)

@@ -1,8 +1,9 @@
 """Runs the server's jobs through a runtime (`hfuv.runtime`): the queue, the records, the logs.
 
 The executor decides everything about a job (its launch: image, argv, env, limits) and keeps its
-record and log; the runtime only starts, watches, stops and re-attaches it. At most
-`max_parallel` jobs run at once while the rest wait in SCHEDULING.
+record and log; the runtime only starts, watches, stops and re-attaches it. Jobs wait in
+SCHEDULING, with a message saying for what, until their GPUs are free and fewer than
+`max_parallel` jobs run (the rules: `hfuv.server.capacity`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from pathlib import Path
 
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
-from hfuv.runtime import Handle, Launch, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.runtime import Capacity, Handle, Launch, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.runtime.gpus import GpuPool
+from hfuv.runtime.gpus import metrics as gpu_metrics
+from hfuv.server import capacity
 from hfuv.server.isolation import JOB_UID_BASE
 from hfuv.server.logs import LogBook
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
 SHUTDOWN_GRACE_SECONDS = 3.0
+GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 
 
 def flavor_of(spec: Mapping[str, object]) -> Flavor:
@@ -39,6 +44,7 @@ class Executor:
         environ: Mapping[str, str],
         runtime: Runtime | None = None,
         users_root: Path | None = None,
+        gpus: GpuPool | None = None,
     ) -> None:
         self.store = store
         self.logs = logs
@@ -48,7 +54,12 @@ class Executor:
         self.runtime = runtime or get_runtime("host", self.environ)
         # Host runtime: each namespace's jobs run as a user of its own, its caches in here.
         self.users_root = users_root if self.runtime.kind == "host" else None
+        self.gpus = gpus if gpus is not None else GpuPool([], declared=True)
+        self._capacity: Capacity | None = None
         self._queue: deque[str] = deque()
+        self._gpus_needed: dict[str, int] = {}  # queued job id → GPUs its flavor needs
+        self._waiting_for: dict[str, str] = {}  # queued job id → the message it shows
+        self._starting: set[str] = set()
         self._running: dict[str, Handle] = {}
         self._ending: dict[str, str] = {}  # job id → "cancel" or "timeout"
         self._cond = threading.Condition()
@@ -69,7 +80,7 @@ class Executor:
             handle.terminate(SHUTDOWN_GRACE_SECONDS)
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         with self._cond:
-            while self._running and time.monotonic() < deadline:
+            while (self._running or self._starting) and time.monotonic() < deadline:
                 self._cond.wait(timeout=0.1)
             leftovers = list(self._running.values())
         for handle in leftovers:
@@ -83,8 +94,12 @@ class Executor:
     def cancel(self, job_id: str) -> None:
         with self._cond:
             if job_id in self._queue:
-                self._queue.remove(job_id)
+                self._unqueue(job_id)
                 self.store.finish(job_id, "CANCELED", "Job canceled", None)
+                self._cond.notify_all()  # the jobs behind it may start now
+                return
+            if job_id in self._starting:  # ended by the dispatcher once it has started
+                self._ending.setdefault(job_id, "cancel")
                 return
             handle = self._running.get(job_id)
             if handle is None:
@@ -93,10 +108,29 @@ class Executor:
         handle.terminate()
 
     def usage(self, job_id: str) -> Usage:
-        """CPU and memory the job uses now (zeros when it does not run)."""
+        """CPU, memory and GPUs the job uses now (zeros when it does not run)."""
         with self._cond:
             handle = self._running.get(job_id)
-        return handle.usage() if handle else Usage()
+            gpus = self.gpus.held_by(job_id)
+        usage = handle.usage() if handle else Usage()
+        if gpus:
+            usage.extra["gpus"] = gpu_metrics(gpus)  # exactly the job's own devices
+        return usage
+
+    def limits(self, spec: Mapping[str, object]) -> tuple[float, int]:
+        """A job's CPU and memory limits: its flavor's, capped at this host's."""
+        cpus, memory, _ = capacity.limits(flavor_of(spec), self.capacity)
+        return cpus, memory
+
+    def refusal(self, spec: Mapping[str, object]) -> str | None:
+        """Why a job of this spec can never run here (its flavor's GPUs), or None."""
+        return capacity.refusal(flavor_of(spec), self.gpus)
+
+    @property
+    def capacity(self) -> Capacity:
+        if self._capacity is None:
+            self._capacity = self.runtime.capacity()
+        return self._capacity
 
     def _recover(self) -> None:
         """Jobs running when the server died end as ERROR; queued ones are queued again."""
@@ -107,41 +141,115 @@ class Executor:
             )
         for record in self.store.with_stage("SCHEDULING"):
             self._queue.append(record.id)
+        for held in self.store.docs(GPU_HOLDS):  # a re-attached job keeps its GPUs
+            if held["id"] in self._running:
+                self.gpus.hold(held["id"], held["gpus"])
+            else:
+                self.store.delete_doc(GPU_HOLDS, held["id"])
 
     def _dispatch(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (
-                    not self._queue or len(self._running) >= self.max_parallel
-                ):
+                while not self._stopped and (picked := self._pick()) is None:
                     self._cond.wait()
                 if self._stopped:
                     return
-                job_id = self._queue.popleft()
-                record = self.store.get(job_id)
-                if record is None or record.terminal:
-                    continue
-                try:
-                    handle = self._start(record)
-                except RuntimeFailure as exc:
-                    self._fail_to_start(record, str(exc))
-                    continue
-                except Exception as exc:  # any failure to start ends the job
-                    self._fail_to_start(record, f"{type(exc).__name__}: {exc}")
-                    continue
-                self._running[job_id] = handle
+                record, gpus = picked
+                self._starting.add(record.id)
+            # Unlocked: an engine may take a while (a pull); cancel() marks the job meanwhile.
+            try:
+                handle = self._start(record, gpus)
+            except Exception as exc:  # any failure to start ends the job
+                with self._cond:
+                    self._starting.discard(record.id)
+                    self._ending.pop(record.id, None)
+                    self._release_gpus(record.id)
+                    self._cond.notify_all()
+                reason = (
+                    str(exc) if isinstance(exc, RuntimeFailure) else f"{type(exc).__name__}: {exc}"
+                )
+                self._fail_to_start(record, reason)
+                continue
+            with self._cond:
+                self._starting.discard(record.id)
+                self._running[record.id] = handle
+                if self._stopped:
+                    self._ending.setdefault(record.id, "shutdown")
+                ended_meanwhile = record.id in self._ending  # canceled while it started
+            if ended_meanwhile:
+                handle.terminate(SHUTDOWN_GRACE_SECONDS)
             threading.Thread(
-                target=self._watch, args=(record, handle), daemon=True, name=f"job-{job_id}"
+                target=self._watch, args=(record, handle), daemon=True, name=f"job-{record.id}"
             ).start()
 
-    def launch_of(self, record: JobRecord) -> Launch:
-        """What the runtime gets for this job."""
+    def _pick(self) -> tuple[JobRecord, tuple[str, ...]] | None:
+        """The first queued job that may start now, taken off the queue with its GPUs; every
+        job passed over shows what it waits for. Called with the lock held."""
+        busy = len(self._running) + len(self._starting)
+        free = len(self.gpus.free())
+        available, kept_for = free, None  # GPUs not kept for an older waiting job
+        for job_id in list(self._queue):
+            need = self._gpus_needed.get(job_id)
+            if need is None and (need := self._admit(job_id)) is None:
+                continue
+            if need > available:
+                waiting = capacity.gpu_wait(need, self.gpus, kept_for if need <= free else None)
+                self._show(job_id, waiting)
+                kept_for, available = kept_for or job_id, 0
+            elif busy >= self.max_parallel:
+                self._show(job_id, capacity.slot_wait(busy, self.max_parallel))
+            else:
+                record = self.store.get(job_id)
+                self._unqueue(job_id)
+                if record is None or record.terminal:
+                    continue
+                gpus = self.gpus.take(job_id, need)
+                assert gpus is not None  # need <= available <= free
+                if gpus:  # kept in the store, for a server that re-attaches the job
+                    hold = {"id": job_id, "namespace": record.namespace, "gpus": list(gpus)}
+                    self.store.put_doc(GPU_HOLDS, hold)
+                return record, gpus
+        return None
+
+    def _admit(self, job_id: str) -> int | None:
+        """The GPUs a newly queued job needs; None (and off the queue) if it cannot run."""
+        record = self.store.get(job_id)
+        if record is None or record.terminal:
+            self._unqueue(job_id)
+            return None
+        flavor = flavor_of(record.spec)
+        reason = capacity.refusal(flavor, self.gpus)  # the pool shrank since it was created
+        if reason is not None:
+            self._unqueue(job_id)
+            self.store.finish(job_id, "ERROR", reason, None)
+            return None
+        self._gpus_needed[job_id] = flavor.gpu_count
+        return flavor.gpu_count
+
+    def _release_gpus(self, job_id: str) -> None:
+        if self.gpus.held_by(job_id):
+            self.gpus.release(job_id)
+            self.store.delete_doc(GPU_HOLDS, job_id)
+
+    def _show(self, job_id: str, message: str) -> None:
+        if self._waiting_for.get(job_id) != message:
+            self._waiting_for[job_id] = message
+            self.store.update(job_id, message=message)
+
+    def _unqueue(self, job_id: str) -> None:
+        self._queue.remove(job_id)
+        self._gpus_needed.pop(job_id, None)
+        self._waiting_for.pop(job_id, None)
+
+    def launch_of(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Launch:
+        """What the runtime gets for this job (`gpus`: those the pool gave it)."""
         spec = record.spec
         flavor = flavor_of(spec)
         user, caches = None, None
         if self.users_root is not None:
             uid = self.store.job_uid(record.namespace, JOB_UID_BASE)
             user, caches = (uid, uid), self.users_root / str(uid)
+        cpus, memory = self.limits(spec)
         return Launch(
             job_id=record.id,
             image=str(spec.get("dockerImage") or spec.get("spaceId") or ""),
@@ -151,18 +259,28 @@ class Executor:
             timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT),
             user=user,
             caches=caches,
+            cpus=cpus,
+            memory_bytes=memory,
+            gpus=gpus,
         )
 
-    def _start(self, record: JobRecord) -> Handle:
-        launch = self.launch_of(record)
-        message = None
-        if self.runtime.kind == "host" and launch.image.split(":")[0] != "ghcr.io/astral-sh/uv":
-            message = f"image {launch.image} is not used: hfuv server runs the command on its host"
+    def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
+        launch = self.launch_of(record, gpus)
+        notes = [capacity.limits(flavor_of(record.spec), self.capacity)[2]]
+        if gpus:
+            notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
+        if self.runtime.kind == "host":
+            notes.append("the host runtime does not enforce CPU and memory limits")
+            if launch.image.split(":")[0] != "ghcr.io/astral-sh/uv":
+                notes.append(f"image {launch.image} is not used: hfuv server runs the command "
+                             "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
         writer.write(f"===== Job started at {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
         writer.close()
         handle = self.runtime.start(launch)
-        self.store.update(record.id, stage="RUNNING", started_at=time.time(), message=message)
+        self.store.update(
+            record.id, stage="RUNNING", started_at=time.time(), message="; ".join(notes)
+        )
         return handle
 
     def _fail_to_start(self, record: JobRecord, reason: str) -> None:
@@ -189,6 +307,7 @@ class Executor:
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
+            self._release_gpus(record.id)
             self._cond.notify_all()
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)

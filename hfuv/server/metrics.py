@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
-from hfuv.flavors import Flavor
 from hfuv.runtime import Usage
 
 
-def sample(usage: Usage, flavor: Flavor) -> dict[str, object]:
-    """One metric event from what the runtime measured of the job (all zeros once it ended)."""
-    cores = flavor.cpu_cores or os.cpu_count() or 1
+def sample(usage: Usage, cpus: float, memory_bytes: int) -> dict[str, object]:
+    """One metric event from what the runtime measured of the job (all zeros once it ended);
+    `cpus` and `memory_bytes` are the job's limits (its flavor's, capped at this host's)."""
+    cores = cpus or 1
     return {
         "cpu_usage_pct": round(usage.cpu_pct / cores, 2),
-        "cpu_millicores": cores * 1000,  # the job's CPU allocation, as on Hugging Face
+        "cpu_millicores": round(cores * 1000),  # the job's CPU allocation, as on Hugging Face
         "memory_used_bytes": usage.memory_bytes,
-        "memory_total_bytes": flavor.ram_gb * 1024**3,
+        "memory_total_bytes": memory_bytes,
         "rx_bps": 0,
         "tx_bps": 0,
         "gpus": usage.extra.get("gpus", {}),
