@@ -53,6 +53,8 @@ class HostRuntime(Runtime):
         return "host (jobs run on this machine's Python; images are not used)"
 
     def start(self, launch: Launch) -> Handle:
+        if launch.mounts:  # hfuv server refuses such jobs at create; a restarted one may differ
+            raise RuntimeFailure(f"the host runtime cannot mount {launch.mounts[0].target}")
         argv, env = host_process(list(launch.argv), launch.env, self.environ, launch.workdir)
         if launch.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(launch.gpus)

@@ -39,6 +39,7 @@ def serve(
     port = sock.getsockname()[1]
     tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
     state = build_state(data_dir, tokens, max_parallel=max_parallel)
+    state.port = port
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()

@@ -7,6 +7,7 @@ record and log; the runtime only starts, watches, stops and re-attaches it. At m
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import deque
@@ -21,6 +22,12 @@ from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
 SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+def attempts_of(spec: Mapping[str, object]) -> int:
+    """How many times a failed job runs in all (`attempts`; JobInfo's `retry` is one less)."""
+    value = spec.get("attempts")
+    return value if isinstance(value, int) and value > 1 else 1
 
 
 def flavor_of(spec: Mapping[str, object]) -> Flavor:
@@ -94,6 +101,12 @@ class Executor:
             handle = self._running.get(job_id)
         return handle.usage() if handle else Usage()
 
+    def address(self, job_id: str, port: int) -> tuple[str, int] | None:
+        """Where the running job serves `port` (None when it does not run)."""
+        with self._cond:
+            handle = self._running.get(job_id)
+        return handle.address(port) if handle else None
+
     def _recover(self) -> None:
         """Jobs running when the server died end as ERROR; queued ones are queued again."""
         for record in self.store.with_stage("RUNNING"):
@@ -141,6 +154,7 @@ class Executor:
             env=job_environment(spec, flavor, record.id),
             workdir=self.work_root / record.id,
             timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT),
+            ports=tuple((spec.get("expose") or {}).get("ports") or ()),
         )
 
     def _start(self, record: JobRecord) -> Handle:
@@ -150,6 +164,8 @@ class Executor:
             message = f"image {launch.image} is not used: hfuv server runs the command on its host"
         writer = self.logs.writer(record.id)
         writer.write(f"===== Job started at {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
+        if attempts_of(record.spec) > 1:
+            writer.write(f"===== Attempt 1 of {attempts_of(record.spec)} =====")
         writer.close()
         handle = self.runtime.start(launch)
         self.store.update(record.id, stage="RUNNING", started_at=time.time(), message=message)
@@ -164,35 +180,69 @@ class Executor:
 
     def _watch(self, record: JobRecord, handle: Handle) -> None:
         timeout = record.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT
-        timer = threading.Timer(timeout, self._time_out, args=(record.id, handle))
+        timer = threading.Timer(timeout, self._time_out, args=(record.id,))
         timer.daemon = True
         timer.start()
+        attempts, attempt = attempts_of(record.spec), 1
         writer = self.logs.writer(record.id)
         try:
-            for raw in handle.output():
-                writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-            code = handle.wait()
+            while True:
+                try:
+                    for raw in handle.output():
+                        writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+                    code = handle.wait()
+                finally:
+                    handle.release()
+                with self._cond:
+                    if (code == 0 or attempt >= attempts or self._stopped
+                            or record.id in self._ending):  # fmt: skip
+                        break
+                    attempt += 1
+                    failed = f"attempt {attempt - 1} failed with exit code: {code}"
+                    writer.write(f"===== Attempt {attempt} of {attempts} ({failed}) =====")
+                    try:
+                        handle = self._retry(record)
+                    except Exception as exc:  # the job ends with the reason, as a first start
+                        reason = str(exc) if isinstance(exc, RuntimeFailure) else repr(exc)
+                        writer.write(f"===== Job failed to start: {reason} =====")
+                        self._ending[record.id] = f"retry failed: {reason}"
+                        break
+                    self._running[record.id] = handle
+                    self.store.update(record.id, message=f"Attempt {attempt} of {attempts} "
+                                      f"({failed})")  # fmt: skip
         finally:
             timer.cancel()
             writer.close()
-            handle.release()
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
             self._cond.notify_all()
+        tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)
         elif ending == "timeout":
-            self.store.finish(record.id, "ERROR", "Job timeout", code)
+            self.store.finish(record.id, "ERROR", f"Job timeout{tries}", code)
         elif ending == "shutdown":
             self.store.finish(record.id, "ERROR", "The server stopped while the job was running",
                               code)  # fmt: skip
+        elif ending and ending.startswith("retry failed: "):
+            reason = ending.removeprefix("retry failed: ")
+            self.store.finish(record.id, "ERROR", f"Job failed to start{tries}: {reason}", code)
         elif code == 0:
             self.store.finish(record.id, "COMPLETED", None, 0)
         else:
-            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}", code)
+            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}",
+                              code)  # fmt: skip
 
-    def _time_out(self, job_id: str, handle: Handle) -> None:
+    def _retry(self, record: JobRecord) -> Handle:
+        """The job again, from a fresh work dir, in the slot it holds."""
+        launch = self.launch_of(record)
+        shutil.rmtree(launch.workdir, ignore_errors=True)
+        return self.runtime.start(launch)
+
+    def _time_out(self, job_id: str) -> None:
         with self._cond:
             self._ending.setdefault(job_id, "timeout")
-        handle.terminate()
+            handle = self._running.get(job_id)
+        if handle is not None:
+            handle.terminate()
