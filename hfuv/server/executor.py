@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
-from hfuv.runtime import Handle, Launch, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.runtime import Handle, Launch, Mount, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.server import volumes
 from hfuv.server.logs import LogBook
 from hfuv.server.store import JobRecord, Store
 
@@ -144,9 +145,13 @@ class Executor:
             ).start()
 
     def launch_of(self, record: JobRecord) -> Launch:
-        """What the runtime gets for this job."""
+        """What the runtime gets for this job (its volumes fetched first, when it has any)."""
         spec = record.spec
         flavor = flavor_of(spec)
+        mounts: tuple[Mount, ...] = ()
+        if spec.get("volumes"):
+            self.store.update(record.id, message="Fetching volumes from the Hub")
+            mounts = volumes.mounts_for(spec, self.work_root.parent / "volumes", self.environ)
         return Launch(
             job_id=record.id,
             image=str(spec.get("dockerImage") or spec.get("spaceId") or ""),
@@ -155,6 +160,7 @@ class Executor:
             workdir=self.work_root / record.id,
             timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT),
             ports=tuple((spec.get("expose") or {}).get("ports") or ()),
+            mounts=mounts,
         )
 
     def _start(self, record: JobRecord) -> Handle:

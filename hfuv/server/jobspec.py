@@ -87,34 +87,34 @@ def _volumes(value: Any) -> list[dict[str, Any]]:
         raise SpecError("`volumes` must be an array")
     seen: set[str] = set()
     for index, volume in enumerate(value):
-        where = f"`volumes[{index}]`"
+        where = f"volumes[{index}]"
         if not isinstance(volume, dict):
-            raise SpecError(f"{where} must be an object")
+            raise SpecError(f"`{where}` must be an object")
         unknown = sorted(set(volume) - VOLUME_KEYS)
         if unknown:
-            raise SpecError(f"unknown field `volumes[{index}].{unknown[0]}`")
+            raise SpecError(f"unknown field `{where}.{unknown[0]}`")
         kind, source, mount = volume.get("type"), volume.get("source"), volume.get("mountPath")
         if kind == "bucket":
             raise SpecError(
-                f"{where}: bucket volumes ({source} at {mount}) are not supported by hfuv "
+                f"`{where}`: bucket volumes ({source} at {mount}) are not supported by hfuv "
                 "server; use a model, dataset or Space volume"
             )
         if kind not in REPO_VOLUMES:
-            raise SpecError(f"{where}.type must be one of {', '.join(REPO_VOLUMES)} (or bucket)")
+            raise SpecError(f"`{where}.type` must be one of {', '.join(REPO_VOLUMES)}")
         if not isinstance(source, str) or source.count("/") != 1 or not all(source.split("/")):
-            raise SpecError(f"{where}.source must be ORG/NAME")
+            raise SpecError(f"`{where}.source` must be ORG/NAME")
         if not isinstance(mount, str) or not mount.startswith("/") or mount == "/":
-            raise SpecError(f"{where}.mountPath must be an absolute path such as /data")
+            raise SpecError(f"`{where}.mountPath` must be an absolute path such as /data")
         if mount.rstrip("/") in seen:
-            raise SpecError(f"{where}.mountPath {mount} is mounted twice")
+            raise SpecError(f"`{where}.mountPath` {mount} is mounted twice")
         seen.add(mount.rstrip("/"))
         for key in ("revision", "path"):
             if key in volume and not isinstance(volume[key], str):
-                raise SpecError(f"{where}.{key} must be a string")
+                raise SpecError(f"`{where}.{key}` must be a string")
         if ".." in str(volume.get("path", "")).split("/"):
-            raise SpecError(f"{where}.path must stay inside the repo")
+            raise SpecError(f"`{where}.path` must stay inside the repo")
         if volume.get("readOnly") is False:
-            raise SpecError(f"{where}: {kind} volumes are read-only; drop readOnly: false")
+            raise SpecError(f"`{where}`: {kind} volumes are read-only; drop readOnly: false")
     return value
 
 

@@ -80,10 +80,11 @@ class ExposeProxy:
                     ("x-forwarded-proto", request.url.scheme)]  # fmt: skip
         if request.client:
             headers.append(("x-forwarded-for", request.client.host))
-        target = httpx.URL(
-            scheme="http", host=address[0], port=address[1], path=request.url.path,
-            query=request.url.query.encode("latin-1"),
-        )  # fmt: skip
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string") or b""
+        target = httpx.URL(f"http://{address[0]}:{address[1]}").copy_with(
+            raw_path=path + (b"?" + query if query else b"")
+        )
         client = self._client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
         self._client = client
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
