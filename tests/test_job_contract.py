@@ -115,6 +115,27 @@ def test_a_local_run_refuses_attempts_and_expose(tmp_path: Path) -> None:
     assert "a local run has no job URL: port 8000 (from --expose)" in exposed.stderr
 
 
+def test_the_launch_table_gives_attempts_and_ports(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("# /// script\n# [tool.hfuv]\n# attempts = 2\n# expose = [8000]\n"
+                      "# expose-public = [9000]\n# ///\nprint('ran')\n")  # fmt: skip
+    body = hfuv("run", str(script), "--dry-run", "--json").json()["body"]
+    assert body["attempts"] == 2
+    assert body["expose"] == {"ports": [8000, 9000], "portsPublic": [9000]}
+    flagged = hfuv("run", str(script), "--attempts", "3", "--expose", "7000", "--dry-run", "--json")
+    assert flagged.json()["body"]["attempts"] == 3
+    assert flagged.json()["body"]["expose"] == {"ports": [7000, 9000], "portsPublic": [9000]}
+    checked = hfuv("check", str(script))
+    assert "attempts        2  ([tool.hfuv])" in checked.stdout
+    local = hfuv("run", str(script), "--local")
+    assert local.code == 2 and "attempts 2 (from [tool.hfuv])" in local.stderr
+
+    script.write_text("# /// script\n# [tool.hfuv]\n# attempts = 0\n# ///\n")
+    bad = hfuv("run", str(script), "--dry-run")
+    assert bad.code != 0 and bad.stdout == ""
+    assert "invalid attempts 0 (from s.py: [tool.hfuv] attempts)" in bad.stderr
+
+
 # --- expose ---------------------------------------------------------------------------------
 
 ECHO_SERVER = """
@@ -384,7 +405,9 @@ def test_a_volume_is_fetched_once_as_real_read_only_files(hub: FakeHub, tmp_path
     assert {auth for _, _, auth in hub.seen} == {None}, "without a token of its own, none"
 
     missing = {"volumes": [{"type": "model", "source": "org/nope", "mountPath": "/m"}]}
-    with pytest.raises(RuntimeFailure, match=r"volume model org/nope at /m could not be fetched"):
+    with pytest.raises(
+        RuntimeFailure, match=r"volume model org/nope at /m: not found, or private or gated"
+    ):
         mounts_for(missing, tmp_path / "cache", {"HF_ENDPOINT": hub.url})
 
 
@@ -418,3 +441,30 @@ def test_a_dataset_volume_is_readable_read_only_in_a_container_job(
         assert write.code != 0 and "Read-only file system" in write.stdout
     finally:
         server.stop()
+
+
+def test_volumes_are_fetched_before_the_job_is_queued(hub: FakeHub, tmp_path: Path) -> None:
+    """The executor fetches a job's volumes off the dispatch path, then hands the mounts to the
+    runtime; here the host runtime, which refuses them (the API refuses such jobs at create)."""
+    from hfuv.server.app import build_state
+    from hfuv.server.tokens import Identity
+
+    state = build_state(tmp_path / "data", {"t": Identity("me", ())}, max_parallel=1,
+                        environ={**os.environ, "HF_ENDPOINT": hub.url})  # fmt: skip
+    state.executor.start()
+    user = {"type": "user", "id": "me", "name": "me"}
+    try:
+        good = state.launch("me", user, user, {**GOOD, "volumes": [
+            {"type": "dataset", "source": "org/ds", "mountPath": "/data"}]})  # fmt: skip
+        bad = state.launch("me", user, user, {**GOOD, "volumes": [
+            {"type": "model", "source": "org/nope", "mountPath": "/m"}]})  # fmt: skip
+        ended = {r.id: wait_for(lambda r=r: (j := state.store.get(r.id)).terminal and j)
+                 for r in (good, bad)}  # fmt: skip
+    finally:
+        state.executor.stop()
+        state.store.close()
+    assert ended[good.id].message == "Job failed to start: the host runtime cannot mount /data"
+    assert any(path.endswith("/train.csv") for _, path, _ in hub.seen), "fetched first"
+    assert ended[bad.id].message.startswith(
+        "Job failed to start: volume model org/nope at /m: not found, or private or gated: "
+    )

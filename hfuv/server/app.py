@@ -412,6 +412,7 @@ def _expose(state: ServerState):
 def _duplicate(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         original = _job(state, request, identity)
+        state.check_runnable(original.spec)  # a server restarted with another runtime, say
         initiator = {"type": "duplicated-job", "id": original.id}
         record = state.launch(original.namespace, original.owner, initiator, original.spec)
         return JSONResponse(job_json(record, state.port))

@@ -55,6 +55,8 @@ class Executor:
         self._queue: deque[str] = deque()
         self._running: dict[str, Handle] = {}
         self._ending: dict[str, str] = {}  # job id → "cancel" or "timeout"
+        self._fetching: set[str] = set()  # jobs whose volumes are being fetched, not yet queued
+        self._mounts: dict[str, tuple[Mount, ...]] = {}  # their fetched volumes, until they end
         self._cond = threading.Condition()
         self._stopped = False
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="dispatch")
@@ -80,14 +82,47 @@ class Executor:
             handle.kill()
 
     def submit(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record is not None and record.spec.get("volumes"):
+            with self._cond:
+                self._fetching.add(job_id)
+            threading.Thread(target=self._fetch_then_queue, args=(record,), daemon=True,
+                             name=f"volumes-{job_id}").start()  # fmt: skip
+            return
         with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
 
+    def _fetch_then_queue(self, record: JobRecord) -> None:
+        """Volumes are fetched before the job is queued: no slot (or lock) waits for the Hub."""
+        self.store.update(record.id, message="Fetching volumes from the Hub")
+        try:
+            mounts = volumes.mounts_for(record.spec, self.work_root.parent / "volumes",
+                                        self.environ)  # fmt: skip
+        except Exception as exc:  # the job ends with the reason, as when it cannot start
+            with self._cond:
+                wanted = record.id in self._fetching
+                self._fetching.discard(record.id)
+            if wanted:
+                self._fail_to_start(record, str(exc) if isinstance(exc, RuntimeFailure)
+                                    else f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return
+        with self._cond:
+            if record.id not in self._fetching:  # canceled meanwhile
+                return
+            self._fetching.discard(record.id)
+            self._mounts[record.id] = mounts
+            self.store.update(record.id, message=None)
+            self._queue.append(record.id)
+            self._cond.notify_all()
+
     def cancel(self, job_id: str) -> None:
         with self._cond:
-            if job_id in self._queue:
-                self._queue.remove(job_id)
+            if job_id in self._queue or job_id in self._fetching:
+                if job_id in self._queue:
+                    self._queue.remove(job_id)
+                self._fetching.discard(job_id)
+                self._mounts.pop(job_id, None)
                 self.store.finish(job_id, "CANCELED", "Job canceled", None)
                 return
             handle = self._running.get(job_id)
@@ -116,7 +151,7 @@ class Executor:
                 record.id, "ERROR", "The server stopped while the job was running", None
             )
         for record in self.store.with_stage("SCHEDULING"):
-            self._queue.append(record.id)
+            self.submit(record.id)
 
     def _dispatch(self) -> None:
         while True:
@@ -145,13 +180,9 @@ class Executor:
             ).start()
 
     def launch_of(self, record: JobRecord) -> Launch:
-        """What the runtime gets for this job (its volumes fetched first, when it has any)."""
+        """What the runtime gets for this job (its volumes fetched before it was queued)."""
         spec = record.spec
         flavor = flavor_of(spec)
-        mounts: tuple[Mount, ...] = ()
-        if spec.get("volumes"):
-            self.store.update(record.id, message="Fetching volumes from the Hub")
-            mounts = volumes.mounts_for(spec, self.work_root.parent / "volumes", self.environ)
         return Launch(
             job_id=record.id,
             image=str(spec.get("dockerImage") or spec.get("spaceId") or ""),
@@ -160,7 +191,7 @@ class Executor:
             workdir=self.work_root / record.id,
             timeout_seconds=int(spec.get("timeoutSeconds") or DEFAULT_TIMEOUT),
             ports=tuple((spec.get("expose") or {}).get("ports") or ()),
-            mounts=mounts,
+            mounts=self._mounts.get(record.id, ()),
         )
 
     def _start(self, record: JobRecord) -> Handle:
@@ -222,6 +253,7 @@ class Executor:
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
+            self._mounts.pop(record.id, None)
             self._cond.notify_all()
         tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         if ending == "cancel":

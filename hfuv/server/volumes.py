@@ -39,23 +39,32 @@ def fetch(volume: Mapping[str, Any], cache: Path, environ: Mapping[str, str],
           token: str | bool) -> Path:  # fmt: skip
     """The directory holding `volume` (its `path` inside the repo, when given)."""
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub import errors, snapshot_download
         from huggingface_hub.utils import disable_progress_bars
     except ImportError:
         raise RuntimeFailure(
             f"volume {describe(volume)}: pip install huggingface_hub to fetch it"
         ) from None
     disable_progress_bars()
+    endpoint = environ.get("HF_ENDPOINT") or None
     try:
         snapshot = Path(
             snapshot_download(
                 volume["source"], repo_type=volume["type"], revision=volume.get("revision"),
-                cache_dir=cache / "hub", endpoint=environ.get("HF_ENDPOINT") or None,
-                token=token,
+                cache_dir=cache / "hub", endpoint=endpoint, token=token,
             )
         )  # fmt: skip
-    except (HfHubHTTPError, OSError, ValueError) as exc:
+    except errors.RepositoryNotFoundError:  # gated repos too
+        why = "not found, or private or gated: give the job an HF_TOKEN secret that can read it"
+        raise RuntimeFailure(f"volume {describe(volume)}: {why}") from None
+    except errors.RevisionNotFoundError:
+        why = f"no revision {volume.get('revision')!r} in {volume['source']}"
+        raise RuntimeFailure(f"volume {describe(volume)}: {why}") from None
+    except errors.LocalEntryNotFoundError:
+        where = endpoint or "huggingface.co"
+        raise RuntimeFailure(f"volume {describe(volume)}: the Hub at {where} cannot be reached "
+                             "from hfuv server") from None  # fmt: skip
+    except (errors.HfHubHTTPError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeFailure(f"volume {describe(volume)} could not be fetched: {first}") from None
     tree = _linked_tree(snapshot, cache / "trees" / snapshot.parent.parent.name / snapshot.name)
