@@ -87,6 +87,24 @@ def test_a_retry_that_succeeds_ends_the_job_completed(server: ServerProcess) -> 
     ]  # fmt: skip
 
 
+def test_a_retry_that_cannot_start_ends_the_job_with_why(server: ServerProcess) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="hfuv-attempts-"))
+    shared.chmod(0o777)
+    program = shared / "once.sh"
+    program.write_text('#!/bin/sh\nrm -- "$0"\necho gone\nexit 1\n')  # runs once only
+    program.chmod(0o777)
+    try:
+        done = hfuv("exec", "x", "--attempts", "3", "--", str(program), env=server.env())
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert done.code != 0
+    assert done.stdout.splitlines()[-3:] == [
+        "gone", "===== Attempt 2 of 3 (attempt 1 failed with exit code: 1) =====",
+        f"===== Job failed to start: {program}: No such file or directory =====",
+    ]  # fmt: skip
+    assert f"Job failed to start (attempt 2 of 3): {program}: No such file" in done.stderr
+
+
 def test_a_timed_out_or_canceled_job_is_not_retried(server: ServerProcess) -> None:
     timed = hfuv("exec", "x", "--attempts", "3", "--timeout", "2", "--", "sleep", "30",
                  env=server.env())  # fmt: skip

@@ -18,11 +18,18 @@ from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
 from hfuv.runtime import Handle, Launch, Mount, Runtime, RuntimeFailure, Usage, get_runtime
 from hfuv.server import volumes
-from hfuv.server.logs import LogBook
+from hfuv.server.logs import LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
 SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+def _copy_output(handle: Handle, writer: LogWriter) -> int:
+    """The job's output into its log, until it ends; its exit code."""
+    for raw in handle.output():
+        writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    return handle.wait()
 
 
 def attempts_of(spec: Mapping[str, object]) -> int:
@@ -220,36 +227,26 @@ class Executor:
         timer = threading.Timer(timeout, self._time_out, args=(record.id,))
         timer.daemon = True
         timer.start()
-        attempts, attempt = attempts_of(record.spec), 1
+        attempts, attempt, unstarted = attempts_of(record.spec), 1, None
         writer = self.logs.writer(record.id)
         try:
-            while True:
+            code = _copy_output(handle, writer)
+            while code != 0 and attempt < attempts:
+                why = f"attempt {attempt} failed with exit code: {code}"
                 try:
-                    for raw in handle.output():
-                        writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-                    code = handle.wait()
-                finally:
-                    handle.release()
-                with self._cond:
-                    if (code == 0 or attempt >= attempts or self._stopped
-                            or record.id in self._ending):  # fmt: skip
-                        break
-                    attempt += 1
-                    failed = f"attempt {attempt - 1} failed with exit code: {code}"
-                    writer.write(f"===== Attempt {attempt} of {attempts} ({failed}) =====")
-                    try:
-                        handle = self._retry(record)
-                    except Exception as exc:  # the job ends with the reason, as a first start
-                        reason = str(exc) if isinstance(exc, RuntimeFailure) else repr(exc)
-                        writer.write(f"===== Job failed to start: {reason} =====")
-                        self._ending[record.id] = f"retry failed: {reason}"
-                        break
-                    self._running[record.id] = handle
-                    self.store.update(record.id, message=f"Attempt {attempt} of {attempts} "
-                                      f"({failed})")  # fmt: skip
+                    retried = self._retry(record, handle, writer, f"{attempt + 1} of {attempts}",
+                                          why)  # fmt: skip
+                except RuntimeFailure as exc:
+                    unstarted = str(exc)
+                    break
+                if retried is None:
+                    break
+                handle, attempt = retried, attempt + 1
+                code = _copy_output(handle, writer)
         finally:
             timer.cancel()
             writer.close()
+            handle.release()
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
@@ -263,20 +260,35 @@ class Executor:
         elif ending == "shutdown":
             self.store.finish(record.id, "ERROR", "The server stopped while the job was running",
                               code)  # fmt: skip
-        elif ending and ending.startswith("retry failed: "):
-            reason = ending.removeprefix("retry failed: ")
-            self.store.finish(record.id, "ERROR", f"Job failed to start{tries}: {reason}", code)
+        elif unstarted:
+            self.store.finish(record.id, "ERROR", f"Job failed to start (attempt {attempt + 1} "
+                              f"of {attempts}): {unstarted}", code)  # fmt: skip
         elif code == 0:
             self.store.finish(record.id, "COMPLETED", None, 0)
         else:
             self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}",
                               code)  # fmt: skip
 
-    def _retry(self, record: JobRecord) -> Handle:
-        """The job again, from a fresh work dir, in the slot it holds."""
-        launch = self.launch_of(record)
-        shutil.rmtree(launch.workdir, ignore_errors=True)
-        return self.runtime.start(launch)
+    def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
+               why: str) -> Handle | None:  # fmt: skip
+        """The failed job again, in the slot it holds and from a fresh work dir (None when it is
+        being canceled, timed out or shut down); its log says which attempt follows and why."""
+        with self._cond:
+            if self._stopped or record.id in self._ending:
+                return None
+            ended.release()
+            writer.write(f"===== Attempt {attempt} ({why}) =====")
+            launch = self.launch_of(record)
+            shutil.rmtree(launch.workdir, ignore_errors=True)
+            try:
+                handle = self.runtime.start(launch)
+            except Exception as exc:  # the job ends with the reason, as when it cannot start
+                reason = str(exc) if isinstance(exc, RuntimeFailure) else repr(exc)
+                writer.write(f"===== Job failed to start: {reason} =====")
+                raise RuntimeFailure(reason) from None
+            self._running[record.id] = handle
+        self.store.update(record.id, message=f"Attempt {attempt} ({why})")
+        return handle
 
     def _time_out(self, job_id: str) -> None:
         with self._cond:
