@@ -122,6 +122,26 @@ def test_a_timed_out_or_canceled_job_is_not_retried(server: ServerProcess) -> No
     assert "Attempt 2" not in hfuv("logs", job_id, env=server.env()).stdout
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--attempts", "0"), "error: invalid attempts 0 (from --attempts)"),
+        (("--attempts", "two"), "error: invalid value for '--attempts': 'two' is not a valid"),
+        (("--expose", "70000"), "error: invalid port 70000 (from --expose)"),
+        (("--expose-public", "0"), "error: invalid port 0 (from --expose-public)"),
+    ],
+)
+def test_bad_attempts_and_ports_are_usage_errors(
+    tmp_path: Path, flags: tuple[str, ...], message: str
+) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("print('ran')\n")
+    for args in (("run", str(script), *flags), ("exec", "x", *flags, "--", "true")):
+        done = hfuv(*args, "--dry-run")
+        assert done.code == 2 and done.stdout == ""
+        assert done.stderr.startswith(message) and len(done.stderr.splitlines()) == 1
+
+
 def test_a_local_run_refuses_attempts_and_expose(tmp_path: Path) -> None:
     script = tmp_path / "s.py"
     script.write_text("print('ran')\n")
@@ -269,6 +289,7 @@ def test_an_ended_job_serves_nothing(server: ServerProcess) -> None:
         ({"arch": "s390x"}, "`arch`"),
         ({"attempts": 0}, "`attempts`"),
         ({"attempts": True}, "`attempts`"),
+        ({"attempts": 11}, "`attempts` must be an integer from 1 to 10"),
         ({"expose": {"ports": [8000], "portsPublic": [9000]}}, "`expose.portsPublic`"),
         ({"expose": {"ports": [0]}}, "`expose.ports`"),
         ({"expose": {"ports": [8000], "open": True}}, "`expose.open`"),

@@ -7,6 +7,7 @@ record and log; the runtime only starts, watches, stops and re-attaches it. At m
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -276,9 +277,15 @@ class Executor:
         with self._cond:
             if self._stopped or record.id in self._ending:
                 return None
+            current = self.store.get(record.id)
+            launch = self.launch_of(record)
+            started = (current and current.started_at) or time.time()
+            left = int(started + launch.timeout_seconds - time.time())
+            if left <= 0:  # the job's timeout covers all its attempts
+                return None
             ended.release()
             writer.write(f"===== Attempt {attempt} ({why}) =====")
-            launch = self.launch_of(record)
+            launch = dataclasses.replace(launch, timeout_seconds=left)  # the runtime's own timer
             shutil.rmtree(launch.workdir, ignore_errors=True)
             try:
                 handle = self.runtime.start(launch)
