@@ -8,6 +8,7 @@ Bearer`), which is not passed on to the job; a port also in `portsPublic` needs 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,8 @@ class ExposeProxy:
             headers = [(k, v) for k, v in headers if k != "authorization"]
         if record.stage != "RUNNING":
             return _error(503, f"Job {job_id} is not running ({record.stage})")
-        address = self.state.executor.address(job_id, port)
+        # A container runtime asks its engine (a subprocess): not on the event loop.
+        address = await asyncio.to_thread(self.state.executor.address, job_id, port)
         if address is None:
             return _error(503, f"Port {port} of job {job_id} is not reachable yet")
         headers += [("x-forwarded-host", request.headers.get("host", "")),
