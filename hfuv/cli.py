@@ -156,6 +156,12 @@ def exec_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-l", "--label", "labels", multiple=True, metavar="K[=V]", help="Label."),
         click.option("-v", "--volume", "volumes", multiple=True, metavar="hf://…:/PATH[:ro]",
                      help="Mount a Hub repo or bucket."),
+        click.option("--attempts", type=int, metavar="N",
+                     help="Run a failed job up to N times in all (default 1)."),
+        click.option("--expose", "expose", multiple=True, type=int, metavar="PORT",
+                     help="Serve PORT at the job's URL, to holders of a token of its namespace."),
+        click.option("--expose-public", "expose_public", multiple=True, type=int, metavar="PORT",
+                     help="Serve PORT at the job's URL to anyone, without a token."),
         click.option("--network-group", help="Network group of the job."),
         click.option("--network-alias", "network_aliases", multiple=True,
                      help="Alias in the network group."),
@@ -202,6 +208,9 @@ def cli_options(params: dict[str, Any]):
         network_group=params.get("network_group"),
         network_aliases=params.get("network_aliases", ()),
         max_cost=params.get("max_cost"),
+        attempts=params.get("attempts"),
+        expose=params.get("expose", ()),
+        expose_public=params.get("expose_public", ()),
     )
 
 

@@ -107,6 +107,22 @@ def check_runs_here(config: LaunchConfig) -> None:
             f"(from {_flag_or(origin, '--network-group')}) exists only between jobs",
             hint=f"drop --network-group here, or {as_job}" if origin == "flag" else as_job,
         )
+    if config.attempts is not None and config.attempts > 1:
+        origin = config.origin("attempts")
+        raise UsageError(
+            f"a local run is not retried: attempts {config.attempts} (from "
+            f"{_flag_or(origin, '--attempts')}) is honoured by the Jobs API only",
+            hint=f"drop --attempts here, or {as_job}" if origin == "flag" else as_job,
+        )
+    ports = [*config.expose, *config.expose_public]
+    if ports:
+        origin = config.origin("expose" if config.expose else "expose-public")
+        here = f"drop --expose here (the script's port is at 127.0.0.1:{ports[0]} anyway)"
+        raise UsageError(
+            f"a local run has no job URL: port {ports[0]} (from "
+            f"{_flag_or(origin, '--expose')}) is exposed through the Jobs API only",
+            hint=f"{here}, or {as_job}" if origin == "flag" else as_job,
+        )
     flavor = get_flavor(config.flavor)
     if flavor.is_gpu and not _has_nvidia_gpu():
         config.warnings.append(

@@ -250,13 +250,20 @@ def build_exec_spec(image: str, command: Sequence[str], config: LaunchConfig) ->
 def _add_launch_fields(
     body: dict[str, Any], config: LaunchConfig, labels: dict[str, str], image: str
 ) -> None:
-    """Secrets, timeout, labels, volumes, network and image, in the official client's order."""
+    """Secrets, timeout, attempts, labels, volumes, expose, network and image, in the official
+    client's order."""
     if config.secrets:
         body["secrets"] = dict(config.secrets)
     body["timeoutSeconds"] = config.timeout_seconds
+    if config.attempts is not None:
+        body["attempts"] = config.attempts
     body["labels"] = labels
     if config.volumes:
         body["volumes"] = config.volumes
+    if config.expose or config.expose_public:  # public ports are in `ports` too, as HF wants
+        public = config.expose_public
+        body["expose"] = {"ports": list(dict.fromkeys([*config.expose, *public])),
+                          "portsPublic": list(public)}  # fmt: skip
     if config.network_group:
         network: dict[str, Any] = {"group": config.network_group}
         if config.network_aliases:

@@ -26,7 +26,7 @@ HF_JOBS_KEYS = (
     "image", "flavor", "python", "timeout", "name", "namespace", "env", "secrets", "labels",
     "volumes", "network_group", "network_aliases",
 )  # fmt: skip
-HFUV_KEYS = (*HF_JOBS_KEYS, "max-cost")
+HFUV_KEYS = (*HF_JOBS_KEYS, "max-cost", "attempts", "expose", "expose-public")
 _LABEL = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9._-]{0,100}")
 _PYTHON_MINOR = re.compile(r"3\.\d{1,2}")
@@ -63,6 +63,9 @@ class CliOptions:
     network_group: str | None = None
     network_aliases: tuple[str, ...] = ()
     max_cost: float | None = None
+    attempts: int | None = None
+    expose: tuple[int, ...] = ()
+    expose_public: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class LaunchConfig:
     network_group: str | None
     network_aliases: list[str]
     max_cost: float | None
+    attempts: int | None = None  # runs of a failed job in all; None: the server's default (1)
+    expose: list[int] = field(default_factory=list)  # ports reachable with the owner's token
+    expose_public: list[int] = field(default_factory=list)  # ports reachable without one
     origins: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -160,6 +166,27 @@ def validate_flags(options: CliOptions) -> None:
         get_flavor(options.flavor)
     for spec in options.volumes:
         parse_volume(spec, "-v")
+    if options.attempts is not None:
+        check_attempts(options.attempts, "--attempts")
+    for port in options.expose:
+        check_port(port, "--expose")
+    for port in options.expose_public:
+        check_port(port, "--expose-public")
+
+
+def check_attempts(value: object, origin: str) -> int:
+    """A whole number from 1; the server says its own maximum (hfuv server's is 10)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"invalid attempts {value!r} (from {origin})",
+                          hint="give a whole number from 1, e.g. --attempts 3")  # fmt: skip
+    return value
+
+
+def check_port(value: object, origin: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigError(f"invalid port {value!r} (from {origin})",
+                          hint="give a port number from 1 to 65535")  # fmt: skip
+    return value
 
 
 def read_table(tool: Mapping[str, Any], table: str, where: str) -> dict[str, Any]:
@@ -205,6 +232,14 @@ def read_table(tool: Mapping[str, Any], table: str, where: str) -> dict[str, Any
             not isinstance(raw[key], list) or not all(isinstance(v, str) for v in raw[key])
         ):
             raise ConfigError(f"{where}: {label} {key} must be an array of strings")
+    if "attempts" in raw:
+        check_attempts(raw["attempts"], f"{where}: {label} attempts")
+    for key in ("expose", "expose-public"):
+        if key in raw and not isinstance(raw[key], list):
+            raise ConfigError(f"{where}: {label} {key} must be an array of ports",
+                              hint=f"write e.g. {key} = [8000]")  # fmt: skip
+        for port in raw.get(key, []):
+            check_port(port, f"{where}: {label} {key}")
     if "max-cost" in raw and (
         isinstance(raw["max-cost"], bool) or not isinstance(raw["max-cost"], (int, float))
     ):
@@ -257,6 +292,9 @@ def resolve(
     namespace = scalar("namespace", options.namespace, None)
     network_group = scalar("network_group", options.network_group, None)
     max_cost = scalar("max_cost", options.max_cost, None)
+    attempts = scalar("attempts", options.attempts, None)
+    expose = scalar("expose", list(options.expose) or None, [])
+    expose_public = scalar("expose-public", list(options.expose_public) or None, [])
     if max_cost is not None and max_cost < 0:
         raise ConfigError(f"max cost must not be negative, got {max_cost}")
 
@@ -361,6 +399,9 @@ def resolve(
         network_group=network_group,
         network_aliases=aliases,
         max_cost=max_cost,
+        attempts=attempts,
+        expose=list(dict.fromkeys(expose)),
+        expose_public=list(dict.fromkeys(expose_public)),
         origins=origins,
         warnings=warnings,
     )

@@ -61,9 +61,11 @@ def test_malformed_job_requests_get_a_4xx(server: ServerProcess, body: bytes) ->
 def test_other_malformed_requests(server: ServerProcess) -> None:
     big = b'{"command": ["true"], "dockerImage": "x", "pad": "' + b"x" * (9 * 1024 * 1024) + b'"}'
     assert raw_post(server, "/api/jobs/me", big).status_code == 413
-    unknown_fields = raw_post(server, "/api/jobs/me", json.dumps({**GOOD, "future": 1}).encode())
-    assert unknown_fields.status_code == 200, "unknown fields are ignored"
-    job_id = unknown_fields.json()["id"]
+    unknown_field = raw_post(server, "/api/jobs/me", json.dumps({**GOOD, "future": 1}).encode())
+    assert unknown_field.status_code == 400, "an unknown field is refused, not ignored"
+    assert "`future`" in unknown_field.json()["error"]
+    created = raw_post(server, "/api/jobs/me", json.dumps(GOOD).encode())
+    job_id = created.json()["id"]
     for path, content in [
         (f"/api/jobs/me/{job_id}/labels", b"{}"),
         ("/api/scheduled-jobs/me", b'{"schedule": "nope", "jobSpec": {}}'),

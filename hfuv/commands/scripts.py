@@ -277,6 +277,7 @@ def check(script: str, as_json: bool, **params: Any) -> None:
             ("image", "image"), ("flavor", "flavor"), ("python", "python"),
             ("timeout", "timeout_seconds"), ("name", "name"), ("namespace", "namespace"),
             ("network_group", "network_group"), ("max_cost", "max_cost"),
+            ("attempts", "attempts"), ("expose", "expose"), ("expose-public", "expose_public"),
         )
     }  # fmt: skip
     from hfuv import redact
@@ -357,6 +358,11 @@ def print_check(report: dict[str, Any], config: Any) -> None:
     row("flavor", get_flavor(config.flavor).describe(), config.origin("flavor"))
     row("timeout", format_duration(config.timeout_seconds), config.origin("timeout"))
     row("cost", estimate(None, config.flavor, config.timeout_seconds).summary())
+    if config.attempts is not None:
+        row("attempts", config.attempts, config.origin("attempts"))
+    for key, attr in (("expose", "expose"), ("expose-public", "expose_public")):
+        if getattr(config, attr):
+            row(key, ", ".join(map(str, getattr(config, attr))), config.origin(key))
     for key in ("env", "secrets", "labels"):
         for name, item in report["launch"][key].items():
             row(key, f"{name}={item['value']}", item["origin"])

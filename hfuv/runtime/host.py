@@ -62,6 +62,8 @@ class HostRuntime(Runtime):
         return "host (jobs run on this machine's Python; images are not used)"
 
     def start(self, launch: Launch) -> Handle:
+        if launch.mounts:  # hfuv server refuses such jobs at create; a restarted one may differ
+            raise RuntimeFailure(f"the host runtime cannot mount {launch.mounts[0].target}")
         environ = self.environ if launch.user is None else for_job_user(self.environ)
         argv, env = host_process(list(launch.argv), launch.env, environ, launch.workdir)
         if launch.gpus:

@@ -60,6 +60,7 @@ def serve(
     state = build_state(
         data_dir, tokens, max_parallel=max_parallel, job_users=isolate, gpus=gpu_pool
     )
+    state.port = port
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()

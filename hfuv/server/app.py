@@ -28,9 +28,10 @@ from starlette.routing import Route
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
 from hfuv.runtime.gpus import GpuPool
-from hfuv.server import metrics, webhooks
-from hfuv.server.executor import Executor
+from hfuv.server import jobspec, metrics, webhooks
+from hfuv.server.executor import Executor, attempts_of
 from hfuv.server.logs import LogBook, timestamp
+from hfuv.server.proxy import ExposeProxy, expose_url, exposed
 from hfuv.server.scheduler import Scheduler
 from hfuv.server.store import JobRecord, Store
 from hfuv.server.tokens import Identity, entity_id
@@ -50,6 +51,19 @@ class ServerState:
     keepalive_seconds: float
     poll_seconds: float = 0.1
     scheduler: Scheduler | None = None
+    port: int | None = None  # where the server listens: exposed ports are served there too
+
+    def check_runnable(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The spec, if this server can ever run it; else a 400 naming what its runtime or
+        hardware cannot give the job (a mount, a flavor's GPUs)."""
+        try:
+            jobspec.check_runnable(spec, self.executor.runtime.kind, self.port)
+        except jobspec.SpecError as exc:
+            raise ApiError(400, str(exc)) from None
+        reason = self.executor.refusal(spec)
+        if reason is not None:
+            raise ApiError(400, reason)
+        return spec
 
     def launch(
         self, namespace: str, owner: dict[str, str], initiator: dict[str, str],
@@ -76,7 +90,7 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status, headers={"X-Error-Message": message})
 
 
-def create_app(state: ServerState) -> Starlette:
+def create_app(state: ServerState) -> ExposeProxy:
     def guarded(handler):
         async def endpoint(request: Request) -> Response:
             try:
@@ -95,6 +109,7 @@ def create_app(state: ServerState) -> Starlette:
         Route("/api/jobs/{namespace}/{job_id}", guarded(_inspect(state)), methods=["GET"]),
         Route("/api/jobs/{namespace}/{job_id}/cancel", guarded(_cancel(state)), methods=["POST"]),
         Route("/api/jobs/{namespace}/{job_id}/labels", guarded(_labels(state)), methods=["PUT"]),
+        Route("/api/jobs/{namespace}/{job_id}/expose", guarded(_expose(state)), methods=["PUT"]),
         Route(
             "/api/jobs/{namespace}/{job_id}/duplicate", guarded(_duplicate(state)), methods=["POST"]
         ),
@@ -120,7 +135,7 @@ def create_app(state: ServerState) -> Starlette:
     ]  # fmt: skip
     app = Starlette(routes=routes)
     app.state.hfuv = state
-    return app
+    return ExposeProxy(app, state)
 
 
 def _authenticate(state: ServerState, request: Request) -> Identity:
@@ -175,9 +190,9 @@ def _create(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
         body = await _json_body(request)
-        spec = fitting(state, validate_spec(body))
+        spec = state.check_runnable(validate_spec(body))
         record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec)
-        return JSONResponse(job_json(record))
+        return JSONResponse(job_json(record, state.port))
 
     return handler
 
@@ -232,7 +247,7 @@ def _valid_labels(body: dict[str, Any]) -> dict[str, str]:
 
 
 def validate_spec(body: Any) -> dict[str, Any]:
-    """The job spec as stored; wrong types are a 400, unknown fields are ignored."""
+    """The job spec as stored; a wrong type, or a field the server cannot honour, is a 400."""
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object")
     command = body.get("command")
@@ -251,8 +266,6 @@ def validate_spec(body: Any) -> dict[str, Any]:
         or not 0 < timeout <= MAX_TIMEOUT_SECONDS
     ):
         raise ApiError(400, f"`timeoutSeconds` must be an integer from 1 to {MAX_TIMEOUT_SECONDS}")
-    if "volumes" in body and not isinstance(body["volumes"], list):
-        raise ApiError(400, "`volumes` must be an array")
     image, space = body.get("dockerImage"), body.get("spaceId")
     if not isinstance(image or space, str):
         raise ApiError(400, "`dockerImage` or `spaceId` is required")
@@ -266,25 +279,22 @@ def validate_spec(body: Any) -> dict[str, Any]:
         "timeoutSeconds": timeout,
     }
     spec["dockerImage" if image else "spaceId"] = image or space
-    for key in ("volumes", "network", "expose", "attempts"):
-        if key in body:
-            spec[key] = body[key]
+    try:
+        spec.update(jobspec.optional_fields(body))
+    except jobspec.SpecError as exc:
+        raise ApiError(400, str(exc)) from None
     return spec
 
 
-def fitting(state: ServerState, spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec, if this server can ever run it; else a 400 saying why (a flavor's GPUs)."""
-    reason = state.executor.refusal(spec)
-    if reason is not None:
-        raise ApiError(400, reason)
-    return spec
-
-
-def job_json(record: JobRecord) -> dict[str, Any]:
+def job_json(record: JobRecord, server_port: int | None = None) -> dict[str, Any]:
+    """The JobInfo of `record`; `server_port` gives its exposed ports their URLs."""
     spec = record.spec
     now = time.time()
     end = record.finished_at or now
     status: dict[str, Any] = {"stage": record.stage, "message": record.message}
+    ports, _ = exposed(spec)
+    if ports and server_port:
+        status["exposeUrls"] = [expose_url(record.id, port, server_port) for port in ports]
     if record.exit_code is not None:
         status["exitCode"] = record.exit_code
     job: dict[str, Any] = {
@@ -308,6 +318,7 @@ def job_json(record: JobRecord) -> dict[str, Any]:
         },
         "owner": record.owner,
         "initiator": record.initiator,
+        "retry": attempts_of(spec) - 1,
     }
     for key in ("dockerImage", "spaceId", "volumes", "network", "expose"):
         if key in spec:
@@ -340,14 +351,14 @@ def _list(state: ServerState):
             params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
             params.append(("cursor", str(start + size)))
             headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
-        return JSONResponse([job_json(record) for record in page], headers=headers)
+        return JSONResponse([job_json(record, state.port) for record in page], headers=headers)
 
     return handler
 
 
 def _inspect(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
-        return JSONResponse(job_json(_job(state, request, identity)))
+        return JSONResponse(job_json(_job(state, request, identity), state.port))
 
     return handler
 
@@ -357,7 +368,7 @@ def _cancel(state: ServerState):
         record = _job(state, request, identity)
         if not record.terminal:
             state.executor.cancel(record.id)
-        return JSONResponse(job_json(state.store.get(record.id) or record))
+        return JSONResponse(job_json(state.store.get(record.id) or record, state.port))
 
     return handler
 
@@ -371,7 +382,34 @@ def _labels(state: ServerState):
         labels = _valid_labels(body)
         spec = dict(record.spec, labels=labels)
         state.store.update(record.id, spec=spec)
-        return JSONResponse(job_json(state.store.get(record.id) or record))
+        return JSONResponse(job_json(state.store.get(record.id) or record, state.port))
+
+    return handler
+
+
+def _expose(state: ServerState):
+    """PUT .../expose: the job's whole port set, `{ports, portsPublic}`, replaced."""
+
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+        try:
+            expose = jobspec.expose_of(await _json_body(request))
+        except jobspec.SpecError as exc:
+            raise ApiError(400, str(exc)) from None
+        if record.terminal:
+            raise ApiError(400, f"Job {record.id} has ended ({record.stage}): no port to expose")
+        spec = {k: v for k, v in record.spec.items() if k != "expose"}
+        if expose["ports"]:
+            spec["expose"] = expose
+        state.check_runnable(spec)
+        if record.stage == "RUNNING":
+            for port in expose["ports"]:
+                if state.executor.address(record.id, port) is None:
+                    raise ApiError(400, f"Port {port} cannot be exposed while job {record.id} "
+                                   "runs: its runtime publishes ports when the job starts; "
+                                   f"rerun it with --expose {port}")  # fmt: skip
+        state.store.update(record.id, spec=spec)
+        return JSONResponse(job_json(state.store.get(record.id) or record, state.port))
 
     return handler
 
@@ -379,10 +417,10 @@ def _labels(state: ServerState):
 def _duplicate(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         original = _job(state, request, identity)
+        spec = state.check_runnable(original.spec)  # a server restarted with another runtime
         initiator = {"type": "duplicated-job", "id": original.id}
-        spec = fitting(state, original.spec)
         record = state.launch(original.namespace, original.owner, initiator, spec)
-        return JSONResponse(job_json(record))
+        return JSONResponse(job_json(record, state.port))
 
     return handler
 
@@ -514,7 +552,7 @@ def _schedule_create(state: ServerState):
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Request body must be a JSON object")
-        spec = fitting(state, validate_spec(body.get("jobSpec")))
+        spec = state.check_runnable(validate_spec(body.get("jobSpec")))
         flags = {key: body.get(key, False) for key in ("suspend", "concurrency")}
         if not all(isinstance(value, bool) for value in flags.values()):
             raise ApiError(400, "`suspend` and `concurrency` must be booleans")
@@ -581,7 +619,7 @@ def _schedule_action(state: ServerState):
                     f"A run of scheduled job {record['id']} is still active (job {exc}) and "
                     "concurrency is off",
                 ) from None
-            return JSONResponse(job_json(job))
+            return JSONResponse(job_json(job, state.port))
         else:
             raise ApiError(404, f"Unknown action {action}")
         return JSONResponse(schedule_json(record or {}))

@@ -8,6 +8,8 @@ SCHEDULING, with a message saying for what, until their GPUs are free and fewer 
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 import time
 from collections import deque
@@ -16,17 +18,39 @@ from pathlib import Path
 
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
-from hfuv.runtime import Capacity, Handle, Launch, Runtime, RuntimeFailure, Usage, get_runtime
+from hfuv.runtime import (
+    Capacity,
+    Handle,
+    Launch,
+    Mount,
+    Runtime,
+    RuntimeFailure,
+    Usage,
+    get_runtime,
+)
 from hfuv.runtime.gpus import GpuPool
 from hfuv.runtime.gpus import metrics as gpu_metrics
-from hfuv.server import capacity
+from hfuv.server import capacity, volumes
 from hfuv.server.isolation import JOB_UID_BASE
-from hfuv.server.logs import LogBook
+from hfuv.server.logs import LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
 SHUTDOWN_GRACE_SECONDS = 3.0
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
+
+
+def _copy_output(handle: Handle, writer: LogWriter) -> int:
+    """The job's output into its log, until it ends; its exit code."""
+    for raw in handle.output():
+        writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    return handle.wait()
+
+
+def attempts_of(spec: Mapping[str, object]) -> int:
+    """How many times a failed job runs in all (`attempts`; JobInfo's `retry` is one less)."""
+    value = spec.get("attempts")
+    return value if isinstance(value, int) and value > 1 else 1
 
 
 def flavor_of(spec: Mapping[str, object]) -> Flavor:
@@ -62,6 +86,8 @@ class Executor:
         self._starting: set[str] = set()
         self._running: dict[str, Handle] = {}
         self._ending: dict[str, str] = {}  # job id → "cancel" or "timeout"
+        self._fetching: set[str] = set()  # jobs whose volumes are being fetched, not yet queued
+        self._mounts: dict[str, tuple[Mount, ...]] = {}  # their fetched volumes, until they end
         self._cond = threading.Condition()
         self._stopped = False
         self._dispatcher = threading.Thread(target=self._dispatch, daemon=True, name="dispatch")
@@ -87,14 +113,47 @@ class Executor:
             handle.kill()
 
     def submit(self, job_id: str) -> None:
+        record = self.store.get(job_id)
+        if record is not None and record.spec.get("volumes"):
+            with self._cond:
+                self._fetching.add(job_id)
+            threading.Thread(target=self._fetch_then_queue, args=(record,), daemon=True,
+                             name=f"volumes-{job_id}").start()  # fmt: skip
+            return
         with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
 
+    def _fetch_then_queue(self, record: JobRecord) -> None:
+        """Volumes are fetched before the job is queued: no slot (or lock) waits for the Hub."""
+        self.store.update(record.id, message="Fetching volumes from the Hub")
+        try:
+            mounts = volumes.mounts_for(record.spec, self.work_root.parent / "volumes",
+                                        self.environ)  # fmt: skip
+        except Exception as exc:  # the job ends with the reason, as when it cannot start
+            with self._cond:
+                wanted = record.id in self._fetching
+                self._fetching.discard(record.id)
+            if wanted:
+                self._fail_to_start(record, str(exc) if isinstance(exc, RuntimeFailure)
+                                    else f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return
+        with self._cond:
+            if record.id not in self._fetching:  # canceled meanwhile
+                return
+            self._fetching.discard(record.id)
+            self._mounts[record.id] = mounts
+            self.store.update(record.id, message=None)
+            self._queue.append(record.id)
+            self._cond.notify_all()
+
     def cancel(self, job_id: str) -> None:
         with self._cond:
-            if job_id in self._queue:
-                self._unqueue(job_id)
+            if job_id in self._queue or job_id in self._fetching:
+                if job_id in self._queue:
+                    self._unqueue(job_id)
+                self._fetching.discard(job_id)
+                self._mounts.pop(job_id, None)
                 self.store.finish(job_id, "CANCELED", "Job canceled", None)
                 self._cond.notify_all()  # the jobs behind it may start now
                 return
@@ -132,6 +191,12 @@ class Executor:
             self._capacity = self.runtime.capacity()
         return self._capacity
 
+    def address(self, job_id: str, port: int) -> tuple[str, int] | None:
+        """Where the running job serves `port` (None when it does not run)."""
+        with self._cond:
+            handle = self._running.get(job_id)
+        return handle.address(port) if handle else None
+
     def _recover(self) -> None:
         """Jobs running when the server died end as ERROR; queued ones are queued again."""
         for record in self.store.with_stage("RUNNING"):
@@ -140,7 +205,7 @@ class Executor:
                 record.id, "ERROR", "The server stopped while the job was running", None
             )
         for record in self.store.with_stage("SCHEDULING"):
-            self._queue.append(record.id)
+            self.submit(record.id)
         for held in self.store.docs(GPU_HOLDS):  # a re-attached job keeps its GPUs
             if held["id"] in self._running:
                 self.gpus.hold(held["id"], held["gpus"])
@@ -262,6 +327,8 @@ class Executor:
             cpus=cpus,
             memory_bytes=memory,
             gpus=gpus,
+            ports=tuple((spec.get("expose") or {}).get("ports") or ()),
+            mounts=self._mounts.get(record.id, ()),
         )
 
     def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
@@ -276,6 +343,8 @@ class Executor:
                              "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
         writer.write(f"===== Job started at {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
+        if attempts_of(record.spec) > 1:
+            writer.write(f"===== Attempt 1 of {attempts_of(record.spec)} =====")
         writer.close()
         handle = self.runtime.start(launch)
         self.store.update(
@@ -292,14 +361,25 @@ class Executor:
 
     def _watch(self, record: JobRecord, handle: Handle) -> None:
         timeout = record.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT
-        timer = threading.Timer(timeout, self._time_out, args=(record.id, handle))
+        timer = threading.Timer(timeout, self._time_out, args=(record.id,))
         timer.daemon = True
         timer.start()
+        attempts, attempt, unstarted = attempts_of(record.spec), 1, None
         writer = self.logs.writer(record.id)
         try:
-            for raw in handle.output():
-                writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-            code = handle.wait()
+            code = _copy_output(handle, writer)
+            while code != 0 and attempt < attempts:
+                why = f"attempt {attempt} failed with exit code: {code}"
+                try:
+                    retried = self._retry(record, handle, writer, f"{attempt + 1} of {attempts}",
+                                          why)  # fmt: skip
+                except RuntimeFailure as exc:
+                    unstarted = str(exc)
+                    break
+                if retried is None:
+                    break
+                handle, attempt = retried, attempt + 1
+                code = _copy_output(handle, writer)
         finally:
             timer.cancel()
             writer.close()
@@ -308,20 +388,55 @@ class Executor:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
             self._release_gpus(record.id)
+            self._mounts.pop(record.id, None)
             self._cond.notify_all()
+        tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)
         elif ending == "timeout":
-            self.store.finish(record.id, "ERROR", "Job timeout", code)
+            self.store.finish(record.id, "ERROR", f"Job timeout{tries}", code)
         elif ending == "shutdown":
             self.store.finish(record.id, "ERROR", "The server stopped while the job was running",
                               code)  # fmt: skip
+        elif unstarted:
+            self.store.finish(record.id, "ERROR", f"Job failed to start (attempt {attempt + 1} "
+                              f"of {attempts}): {unstarted}", code)  # fmt: skip
         elif code == 0:
             self.store.finish(record.id, "COMPLETED", None, 0)
         else:
-            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}", code)
+            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}",
+                              code)  # fmt: skip
 
-    def _time_out(self, job_id: str, handle: Handle) -> None:
+    def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
+               why: str) -> Handle | None:  # fmt: skip
+        """The failed job again, in the slot it holds and from a fresh work dir (None when it is
+        being canceled, timed out or shut down); its log says which attempt follows and why."""
+        with self._cond:
+            if self._stopped or record.id in self._ending:
+                return None
+            current = self.store.get(record.id)
+            launch = self.launch_of(record, self.gpus.held_by(record.id))  # the same GPUs
+            started = (current and current.started_at) or time.time()
+            left = int(started + launch.timeout_seconds - time.time())
+            if left <= 0:  # the job's timeout covers all its attempts
+                return None
+            ended.release()
+            writer.write(f"===== Attempt {attempt} ({why}) =====")
+            launch = dataclasses.replace(launch, timeout_seconds=left)  # the runtime's own timer
+            shutil.rmtree(launch.workdir, ignore_errors=True)
+            try:
+                handle = self.runtime.start(launch)
+            except Exception as exc:  # the job ends with the reason, as when it cannot start
+                reason = str(exc) if isinstance(exc, RuntimeFailure) else repr(exc)
+                writer.write(f"===== Job failed to start: {reason} =====")
+                raise RuntimeFailure(reason) from None
+            self._running[record.id] = handle
+        self.store.update(record.id, message=f"Attempt {attempt} ({why})")
+        return handle
+
+    def _time_out(self, job_id: str) -> None:
         with self._cond:
             self._ending.setdefault(job_id, "timeout")
-        handle.terminate()
+            handle = self._running.get(job_id)
+        if handle is not None:
+            handle.terminate()
