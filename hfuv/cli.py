@@ -302,8 +302,15 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     show_default=True,
     help="Jobs running at once; the rest wait in SCHEDULING.",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["host", "podman", "docker"]),
+    envvar="HFUV_RUNTIME",
+    help="What runs the jobs: a container engine (each job in its image) or this host "
+    "[default: podman or docker when installed, else host; env: HFUV_RUNTIME].",
+)
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
-           tokens_file: str | None, max_parallel: int) -> None:  # fmt: skip
+           tokens_file: str | None, max_parallel: int, runtime: str | None) -> None:  # fmt: skip
     """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
     from pathlib import Path
 
@@ -316,6 +323,7 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
         token_specs=token_specs,
         tokens_file=Path(tokens_file) if tokens_file else None,
         max_parallel=max_parallel,
+        runtime_kind=runtime,
         announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
     )
 

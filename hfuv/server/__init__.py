@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfuv.errors import ServerError, UsageError
+
+if TYPE_CHECKING:
+    from hfuv.runtime import Runtime
 
 
 def serve(
@@ -21,6 +26,7 @@ def serve(
     tokens_file: Path | None,
     max_parallel: int,
     announce: Callable[[str], None],
+    runtime_kind: str | None = None,
 ) -> None:
     """Run the server until interrupted; jobs still running then end as ERROR."""
     try:
@@ -38,13 +44,15 @@ def serve(
     sock = listen(host, port)
     port = sock.getsockname()[1]
     tokens, generated = token_store.load(token_specs, tokens_file, data_dir)
-    state = build_state(data_dir, tokens, max_parallel=max_parallel)
+    runtime, described = choose_runtime(runtime_kind, announce)
+    state = build_state(data_dir, tokens, max_parallel=max_parallel, runtime=runtime)
     state.executor.start()
     assert state.scheduler is not None
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     users = ", ".join(sorted({identity.name for identity in tokens.values()}))
     announce(f"hfuv server on {url} for {users}; data in {data_dir}")
+    announce(f"runtime: {described}; capacity: {runtime.capacity().describe()}")
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:
@@ -67,6 +75,34 @@ def serve(
     if not server.started:
         print(f"error: could not listen on {host}:{port}", file=sys.stderr)
         sys.exit(1)
+
+
+def choose_runtime(kind: str | None, announce: Callable[[str], None]) -> tuple[Runtime, str]:
+    """The runtime `kind` and its one-line description; by default the first container engine
+    that works here, else the host (with a warning). A chosen engine that does not work is one
+    clear error."""
+    from hfuv.runtime import ENGINES, RuntimeFailure, get_runtime
+
+    if kind is None:
+        why = "no container engine (podman or docker) is installed"
+        for engine in ENGINES:
+            if shutil.which(engine):
+                runtime = get_runtime(engine)
+                try:
+                    return runtime, runtime.describe()
+                except RuntimeFailure as exc:
+                    why = f"{engine} does not work here ({exc})"
+        announce(f"warning: {why}: jobs run on this host and their images are not used; "
+                 "install podman, or give --runtime")  # fmt: skip
+        kind = "host"
+    runtime = get_runtime(kind)
+    try:
+        return runtime, runtime.describe()
+    except RuntimeFailure as exc:
+        raise ServerError(
+            f"--runtime {kind} cannot run jobs here: {exc}",
+            hint=f"install or repair {kind}, or pick another with --runtime (host, podman, docker)",
+        ) from None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
+from hfuv.runtime import Runtime
 from hfuv.server import metrics, webhooks
 from hfuv.server.executor import Executor
 from hfuv.server.logs import LogBook, timestamp
@@ -689,6 +690,7 @@ def build_state(
     *,
     max_parallel: int,
     environ: dict[str, str] | None = None,
+    runtime: Runtime | None = None,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
     logs = LogBook(data_dir / "logs")
@@ -698,6 +700,7 @@ def build_state(
         data_dir / "work",
         max_parallel=max_parallel,
         environ=environ if environ is not None else dict(os.environ),
+        runtime=runtime,
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
     state = ServerState(store, logs, executor, tokens, keepalive)

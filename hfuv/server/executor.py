@@ -7,6 +7,7 @@ record and log; the runtime only starts, watches, stops and re-attaches it. At m
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from hfuv.server.logs import LogBook
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
+_HEADER = "===== Job started at"
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 
@@ -60,6 +62,8 @@ class Executor:
             self._stopped = True
             self._cond.notify_all()
             running = list(self._running.items())
+        if self.runtime.restartable:
+            return  # the jobs go on; the next server re-attaches to them
         for job_id, handle in running:
             self._ending.setdefault(job_id, "shutdown")
             handle.terminate(SHUTDOWN_GRACE_SECONDS)
@@ -95,14 +99,37 @@ class Executor:
         return handle.usage() if handle else Usage()
 
     def _recover(self) -> None:
-        """Jobs running when the server died end as ERROR; queued ones are queued again."""
+        """Jobs running when the server stopped are re-attached where their runtime allows it
+        (containers), else they end as ERROR; queued ones are queued again."""
         for record in self.store.with_stage("RUNNING"):
-            self.runtime.end_orphan(record.id)
-            self.store.finish(
-                record.id, "ERROR", "The server stopped while the job was running", None
-            )
+            kind, _, reference = (record.runtime_ref or f"host:{record.id}").partition(":")
+            runtime = self.runtime if kind == self.runtime.kind else get_runtime(kind, self.environ)
+            handle = None
+            if runtime.restartable:
+                handle = runtime.reattach(reference, self._logged_lines(record.id))
+            if handle is None:
+                runtime.end_orphan(reference)
+                message = "The server stopped while the job was running"
+                if runtime.restartable:
+                    message = f"The job's container was gone when the server restarted ({kind})"
+                self.store.finish(record.id, "ERROR", message, None)
+                continue
+            self._running[record.id] = handle
+            threading.Thread(
+                target=self._watch, args=(record, handle), daemon=True, name=f"job-{record.id}"
+            ).start()
         for record in self.store.with_stage("SCHEDULING"):
             self._queue.append(record.id)
+
+    def _logged_lines(self, job_id: str) -> int:
+        """How many of the job's own output lines its log has (not the executor's header)."""
+        count, offset, first = 0, 0, None
+        while True:
+            lines, offset = self.logs.read(job_id, offset)
+            if not lines:
+                return count - (first is not None and first.startswith(_HEADER))
+            first = first if first is not None else json.loads(lines[0]).get("data", "")
+            count += len(lines)
 
     def _dispatch(self) -> None:
         while True:
@@ -149,10 +176,13 @@ class Executor:
         if self.runtime.kind == "host" and launch.image.split(":")[0] != "ghcr.io/astral-sh/uv":
             message = f"image {launch.image} is not used: hfuv server runs the command on its host"
         writer = self.logs.writer(record.id)
-        writer.write(f"===== Job started at {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
+        writer.write(f"{_HEADER} {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
         writer.close()
+        started = time.time()  # before the runtime's own timer (podman's --timeout) starts
         handle = self.runtime.start(launch)
-        self.store.update(record.id, stage="RUNNING", started_at=time.time(), message=message)
+        reference = f"{self.runtime.kind}:{handle.reference}"
+        self.store.update(record.id, stage="RUNNING", started_at=started, message=message,
+                          runtime_ref=reference)  # fmt: skip
         return handle
 
     def _fail_to_start(self, record: JobRecord, reason: str) -> None:
@@ -164,7 +194,10 @@ class Executor:
 
     def _watch(self, record: JobRecord, handle: Handle) -> None:
         timeout = record.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT
-        timer = threading.Timer(timeout, self._time_out, args=(record.id, handle))
+        current = self.store.get(record.id)
+        deadline = ((current and current.started_at) or time.time()) + timeout
+        timer = threading.Timer(max(0.0, deadline - time.time()), self._time_out,
+                                args=(record.id, handle))  # fmt: skip
         timer.daemon = True
         timer.start()
         writer = self.logs.writer(record.id)
@@ -175,11 +208,15 @@ class Executor:
         finally:
             timer.cancel()
             writer.close()
-            handle.release()
+        if self._stopped and self.runtime.restartable:
+            return  # the next server re-attaches and records the end
+        handle.release()
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
             self._cond.notify_all()
+        if ending is None and code != 0 and time.time() >= deadline:
+            ending = "timeout"  # the runtime's own timer (e.g. while no server ran) ended it
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)
         elif ending == "timeout":
