@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,22 @@ def test_host_stays_the_local_default_with_its_image_warning(
     assert result.code == 0, result.stderr
     assert "warning: image ubuntu:22.04 is not used here" in result.stderr
     assert "with podman" not in result.stderr
+
+
+def test_a_host_job_does_not_outlive_its_timeout_with_the_server_down(tmp_path: Path) -> None:
+    from tests.test_server import processes_of, wait_stage
+
+    server = ServerProcess(tmp_path / "data", "--runtime", "host").start()
+    try:
+        created = hfuv("exec", "--detach", "--timeout", "2", "python:3.12", "--", "sleep", "60",
+                       env=server.env())  # fmt: skip
+        job_id = created.stdout.strip()
+        wait_stage(server, job_id, {"RUNNING"})
+        started = time.monotonic()
+        server.kill()
+        assert processes_of(job_id)
+        while processes_of(job_id):  # the timeout, plus the 3 s grace a server would give
+            assert time.monotonic() - started < 2 + 3 + 4, "the job outlived its timeout"
+            time.sleep(0.2)
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ what uv and Python need here (`hfuv.jobenv.host_environment`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -43,6 +44,23 @@ def host_process(
     return argv, env
 
 
+# The job's command runs under this: a watchdog in the job's own process group kills the group
+# at the timeout (plus the grace the server's own timer gives) even when no server is left to.
+# It dies with the group when the job ends, and holds the group's id until then.
+WATCHDOG = '(sleep "$0" && kill -KILL 0) </dev/null >/dev/null 2>&1 & exec "$@"'
+
+
+def with_watchdog(argv: list[str], timeout_seconds: int) -> list[str]:
+    """`argv` under the watchdog; a command that cannot run fails here, as it would alone."""
+    command = argv[0] if argv else ""
+    if "/" not in command or not os.path.isfile(command):
+        raise RuntimeFailure(f"{command}: No such file or directory")
+    if not os.access(command, os.X_OK):
+        raise RuntimeFailure(f"{command}: Permission denied")
+    limit = timeout_seconds + math.ceil(KILL_GRACE_SECONDS) + 1
+    return ["/bin/sh", "-c", WATCHDOG, str(limit), *argv]
+
+
 class HostRuntime(Runtime):
     kind = "host"
 
@@ -59,7 +77,7 @@ class HostRuntime(Runtime):
         launch.workdir.mkdir(parents=True, exist_ok=True)
         try:
             process = subprocess.Popen(
-                argv,
+                with_watchdog(argv, launch.timeout_seconds),
                 env=env,
                 cwd=launch.workdir,
                 stdin=subprocess.DEVNULL,
