@@ -118,6 +118,23 @@ def test_a_restarted_server_reattaches_and_the_log_is_whole(tmp_path: Path) -> N
         server.stop()
 
 
+def test_a_job_whose_container_is_gone_after_a_restart_ends_as_error(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, busybox_image(), "--", "sleep", "60")
+        wait_stage(server, job_id, {"RUNNING"})
+        server.kill()
+        subprocess.run(["podman", "rm", "-f", f"hfuv-job-{job_id}"], check=True,
+                       capture_output=True)  # fmt: skip
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"ERROR"}, timeout=5)
+        assert job["status"]["message"] == (
+            "The job's container was gone when the server restarted (podman)"
+        )
+    finally:
+        server.stop()
+
+
 def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
     server = podman_server(tmp_path / "data")
     try:

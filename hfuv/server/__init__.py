@@ -28,7 +28,8 @@ def serve(
     announce: Callable[[str], None],
     runtime_kind: str | None = None,
 ) -> None:
-    """Run the server until interrupted; jobs still running then end as ERROR."""
+    """Run the server until interrupted; jobs still running then end as ERROR, unless their
+    runtime keeps them (containers), for the next server to re-attach."""
     try:
         import uvicorn
 

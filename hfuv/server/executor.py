@@ -7,6 +7,7 @@ record and log; the runtime only starts, watches, stops and re-attaches it. At m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -106,7 +107,8 @@ class Executor:
             runtime = self.runtime if kind == self.runtime.kind else get_runtime(kind, self.environ)
             handle = None
             if runtime.restartable:
-                handle = runtime.reattach(reference, self._logged_lines(record.id))
+                with contextlib.suppress(RuntimeFailure):  # the engine is gone: so is the job
+                    handle = runtime.reattach(reference, self._logged_lines(record.id))
             if handle is None:
                 runtime.end_orphan(reference)
                 message = "The server stopped while the job was running"
