@@ -4,12 +4,17 @@ image, through real podman, on images built here (tests/images.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import ServerProcess, hfuv, write
+import pytest
+
+from tests.conftest import ServerProcess, free_port, hfuv, write
 from tests.images import MARKER, busybox_image, needs_podman, uv_image
 from tests.test_server import api, wait_stage
 
@@ -150,6 +155,50 @@ def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
         assert job["status"]["message"] == "Job timeout"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registry on loopback (Debian's docker-registry) that podman may pull from over http;
+    → its host:port."""
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    address = f"127.0.0.1:{free_port()}"
+    storage = tmp_path / "registry"
+    config = write(tmp_path / "registry.yml", "version: 0.1\nstorage:\n  filesystem:\n"
+                   f"    rootdirectory: {storage}\nhttp:\n  addr: {address}\n")  # fmt: skip
+    insecure = write(tmp_path / "registries.conf",
+                     f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')  # fmt: skip
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(insecure))
+    process = subprocess.Popen(["docker-registry", "serve", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.1)
+        yield address
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_missing_image_is_pulled(tmp_path: Path, registry: str) -> None:
+    image = f"{registry}/hfuv-test/pulled:1"
+    subprocess.run(["podman", "push", "-q", busybox_image(), image], check=True,
+                   capture_output=True)  # fmt: skip
+    server = podman_server(tmp_path / "data")
+    try:
+        result = hfuv("exec", image, "--", "cat", "/etc/MARKER", env=server.env())
+        assert result.code == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == MARKER
+    finally:
+        server.stop()
+        subprocess.run(["podman", "rmi", image], capture_output=True)
 
 
 def test_an_image_that_cannot_be_pulled_fails_the_job_with_one_line(tmp_path: Path) -> None:
