@@ -19,11 +19,11 @@ from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor, get_flavor
 from hfuv.jobenv import new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
+from hfuv.runtime import Launch, host_capacity
 from hfuv.runtime.host import host_process
 
 if TYPE_CHECKING:
     from hfuv.plan import LaunchConfig
-    from hfuv.runtime import Launch
 
 UV_IMAGES = "ghcr.io/astral-sh/uv:"  # uv and Python, as here: the bootstrap checks uv's version
 
@@ -86,8 +86,6 @@ def job_environment(body: Mapping[str, Any], flavor: Flavor, job_id: str) -> dic
 def container_launch(spec: JobSpec, job_id: str | None = None) -> tuple[Launch, list[str]]:
     """The launch of `hfuv run --local --runtime ENGINE`: the JobSpec in its image, with the
     flavor's CPUs, memory and GPUs (capped at what this machine has), and what was capped."""
-    from hfuv.runtime import Launch, host_capacity
-
     body, flavor = spec.body, spec.flavor
     job_id = job_id or new_job_id()
     capacity = host_capacity()

@@ -31,7 +31,7 @@ ENGINE_VARIABLES = frozenset(
         "PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
         "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF",
         "CONTAINER_HOST", "CONTAINER_CONNECTION", "DOCKER_HOST", "DOCKER_CONFIG",
-        "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+        "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "REGISTRY_AUTH_FILE",
     )
 )  # fmt: skip
 PROXY_VARIABLES = tuple(
@@ -108,8 +108,10 @@ def engine_argv(
 
 
 def engine_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """What the engine's CLI needs of the server's environment (not the server's secrets)."""
-    return {name: environ[name] for name in ENGINE_VARIABLES if name in environ}
+    """What the engine's CLI needs of the server's environment, its proxies for pulls (and not
+    the server's own secrets)."""
+    return {name: environ[name] for name in (*ENGINE_VARIABLES, *PROXY_VARIABLES)
+            if name in environ}  # fmt: skip
 
 
 def last_line(text: str) -> str:
@@ -182,8 +184,8 @@ class EngineRuntime(Runtime):
         try:
             pull = subprocess.Popen(
                 [self.binary, "pull", *([] if show else ["--quiet"]), image],
-                env=self.environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                env=self.engine_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, start_new_session=True,
             )  # fmt: skip
         except FileNotFoundError:
             raise RuntimeFailure(f"{self.kind} is not installed (not found on PATH)") from None

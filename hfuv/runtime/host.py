@@ -50,12 +50,13 @@ def host_process(
 WATCHDOG = '(sleep "$0" && kill -KILL 0) </dev/null >/dev/null 2>&1 & exec "$@"'
 
 
-def with_watchdog(argv: list[str], timeout_seconds: int) -> list[str]:
+def with_watchdog(argv: list[str], timeout_seconds: int, cwd: Path) -> list[str]:
     """`argv` under the watchdog; a command that cannot run fails here, as it would alone."""
     command = argv[0] if argv else ""
-    if "/" not in command or not os.path.isfile(command):
+    path = cwd / command
+    if "/" not in command or not path.is_file():
         raise RuntimeFailure(f"{command}: No such file or directory")
-    if not os.access(command, os.X_OK):
+    if not os.access(path, os.X_OK):
         raise RuntimeFailure(f"{command}: Permission denied")
     limit = timeout_seconds + math.ceil(KILL_GRACE_SECONDS) + 1
     return ["/bin/sh", "-c", WATCHDOG, str(limit), *argv]
@@ -77,7 +78,7 @@ class HostRuntime(Runtime):
         launch.workdir.mkdir(parents=True, exist_ok=True)
         try:
             process = subprocess.Popen(
-                with_watchdog(argv, launch.timeout_seconds),
+                with_watchdog(argv, launch.timeout_seconds, launch.workdir),
                 env=env,
                 cwd=launch.workdir,
                 stdin=subprocess.DEVNULL,
