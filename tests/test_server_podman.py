@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,6 +101,36 @@ def test_local_run_in_the_image_exits_with_the_scripts_code(tmp_path: Path) -> N
     by_env = hfuv("run", str(script), "--local", "--image", uv_image(),
                   env={"HFUV_RUNTIME": "podman"})  # fmt: skip
     assert (by_env.code, by_env.stdout.splitlines()) == (3, IN_TRIXIE), by_env.stderr
+
+
+def test_local_run_in_the_image_within_its_timeout(tmp_path: Path) -> None:
+    script = write(tmp_path / "slow.py", UV_SCRIPT + "import time\nprint('waiting', flush=True)\n"
+                   "time.sleep(60)\n")  # fmt: skip
+    started = time.monotonic()
+    result = hfuv("run", str(script), "--local", "--runtime", "podman", "--image", uv_image(),
+                  "--timeout", "3")  # fmt: skip
+    assert time.monotonic() - started < 15
+    assert result.code == 124, result.stderr
+    assert result.stdout.splitlines()[-1] == "waiting"
+    job_id = result.stderr.split(" as job ")[1].split()[0]
+    assert result.stderr.endswith(f"job {job_id} ended ERROR: Job timeout\n")
+    assert containers_of(job_id, running=False) == []
+
+
+def test_ctrl_c_stops_the_local_container(tmp_path: Path) -> None:
+    script = write(tmp_path / "slow.py", "import time\nprint('waiting', flush=True)\n"
+                   "time.sleep(60)\n")  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hfuv", "run", str(script), "--local", "--runtime", "podman",
+         "--image", uv_image(), "-p", "3.13"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == "waiting\n"
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    assert process.wait(timeout=15) == 130
+    job_id = process.stderr.read().split(" as job ")[1].split()[0]
+    assert containers_of(job_id, running=False) == []
 
 
 def test_a_restarted_server_reattaches_and_the_log_is_whole(tmp_path: Path) -> None:

@@ -265,8 +265,9 @@ def run_in_container(job: Any, kind: str) -> None:
     from hfuv import local
     from hfuv.errors import HfuvError
     from hfuv.flavors import format_duration
-    from hfuv.runtime import RuntimeFailure, get_runtime
-    from hfuv.runtime.engine import run_attached
+    from hfuv.runtime import RuntimeFailure
+    from hfuv.runtime.engine import EngineRuntime, run_attached
+    from hfuv.supervisor import TIMEOUT_EXIT_CODE, TIMEOUT_MESSAGE
 
     launch, notes = local.container_launch(job.spec)
     warn(notes)
@@ -277,10 +278,13 @@ def run_in_container(job: Any, kind: str) -> None:
         f"timeout {format_duration(launch.timeout_seconds)})"
     )
     try:
-        code = run_attached(get_runtime(kind), launch)  # type: ignore[arg-type]
+        code, timed_out = run_attached(EngineRuntime(kind, os.environ), launch)
     except RuntimeFailure as exc:
         hint = "check the image and the engine, or run on this host with --runtime host"
         raise HfuvError(f"{kind} could not run the job: {exc}", hint=hint) from None
+    if timed_out:
+        status(f"job {launch.job_id} {TIMEOUT_MESSAGE}")
+        code = TIMEOUT_EXIT_CODE
     sys.exit(code)
 
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -332,23 +333,26 @@ def parse_size(text: str) -> int:
         return 0
 
 
-def run_attached(runtime: EngineRuntime, launch: Launch) -> int:
+def run_attached(runtime: EngineRuntime, launch: Launch) -> tuple[int, bool]:
     """`hfuv run --local --runtime ENGINE`: run the job's container with its output on this
-    terminal (stdout to stdout, stderr to stderr); Ctrl-C stops it. → the job's exit code."""
+    terminal (stdout to stdout, stderr to stderr); Ctrl-C stops it. → (the job's exit code,
+    whether its timeout ended it)."""
+    deadline = time.monotonic() + launch.timeout_seconds  # before the engine's own timer starts
     handle = runtime.start(launch)
     assert isinstance(handle, EngineHandle)
-    timer = threading.Timer(launch.timeout_seconds, handle.terminate)
+    timer = threading.Timer(deadline - time.monotonic(), handle.terminate)
     timer.daemon = True
     timer.start()
     try:
         logs = handle.follow()
         try:
             logs.wait()
-            return handle.wait()
+            code = handle.wait()
         except KeyboardInterrupt:
             handle.terminate()
             handle.wait()
-            return 130
+            return 130, False
+        return code, code != 0 and time.monotonic() >= deadline
     finally:
         timer.cancel()
         handle.release()
