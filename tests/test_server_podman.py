@@ -232,6 +232,30 @@ def test_a_missing_image_is_pulled(tmp_path: Path, registry: str) -> None:
         subprocess.run(["podman", "rmi", image], capture_output=True)
 
 
+def test_docker_runtime_holds_the_timeout_with_the_server_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docker code path (no --timeout: a detached watchdog), against podman's docker CLI,
+    as Debian's podman-docker package installs it."""
+    shim = write(tmp_path / "bin" / "docker", '#!/bin/sh\nexec podman "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    server = ServerProcess(tmp_path / "data", "--runtime", "docker").start()
+    try:
+        job_id = exec_detached(server, "--timeout", "3", busybox_image(), "--", "sleep", "60")
+        wait_stage(server, job_id, {"RUNNING"})
+        started = time.monotonic()
+        server.kill()
+        while containers_of(job_id, running=True):
+            assert time.monotonic() - started < 7, "the container outlived its timeout"
+            time.sleep(0.2)
+        server = ServerProcess(tmp_path / "data", "--runtime", "docker", port=server.port).start()
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
+        assert job["status"]["message"] == "Job timeout"
+    finally:
+        server.stop()
+
+
 def test_an_image_that_cannot_be_pulled_fails_the_job_with_one_line(tmp_path: Path) -> None:
     missing = "localhost/hfuv-test-missing:1"
     server = podman_server(tmp_path / "data")

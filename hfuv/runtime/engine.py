@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -171,9 +172,10 @@ class EngineRuntime(Runtime):
         if done.returncode != 0:
             self.end_orphan(name)
             raise RuntimeFailure(f"{self.kind} could not start the job: {last_line(done.stderr)}")
+        handle = EngineHandle(self, name)
         if self.kind == "docker":
-            self._watchdog(name, launch.timeout_seconds)
-        return EngineHandle(self, name)
+            handle.watchdog = self._watchdog(name, launch.timeout_seconds)
+        return handle
 
     def ensure_image(self, image: str) -> None:
         """Pull `image` when it is missing, with the engine's progress on a terminal."""
@@ -228,10 +230,10 @@ class EngineRuntime(Runtime):
             out.writelines(f"{name}={value}\n" for name, value in env.items())
         return path
 
-    def _watchdog(self, name: str, seconds: int) -> None:
+    def _watchdog(self, name: str, seconds: int) -> subprocess.Popen[bytes]:
         """A detached process that kills the container at its timeout, server or not."""
         script = 'sleep "$0"; exec "$1" kill "$2" >/dev/null 2>&1'
-        subprocess.Popen(
+        return subprocess.Popen(
             ["sh", "-c", script, str(seconds), self.binary, name], env=self.engine_env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -244,6 +246,7 @@ class EngineHandle(Handle):
         self.name = name
         self.job_id = name.removeprefix(NAME_PREFIX)
         self.skip_lines = skip_lines
+        self.watchdog: subprocess.Popen[bytes] | None = None  # docker's timeout, see above
 
     @property
     def reference(self) -> str:
@@ -289,6 +292,10 @@ class EngineHandle(Handle):
 
     def release(self) -> None:
         self._quietly("rm", "-f")
+        if self.watchdog is not None:  # the job has ended: its watchdog goes (sh and sleep)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.watchdog.pid, signal.SIGKILL)
+            self.watchdog.wait()
 
     def address(self, port: int) -> tuple[str, int] | None:
         done = self.runtime.command("port", self.name, f"{port}/tcp")
