@@ -44,10 +44,14 @@ def host_process(
     return argv, env
 
 
-# The job's command runs under this: a watchdog in the job's own process group kills the group
-# at the timeout (plus the grace the server's own timer gives) even when no server is left to.
-# It dies with the group when the job ends, and holds the group's id until then.
-WATCHDOG = '(sleep "$0" && kill -KILL 0) </dev/null >/dev/null 2>&1 & exec "$@"'
+# The job's command runs under this: a watchdog in the job's own process group that kills the
+# group at the timeout (plus the grace the server's own timer gives), or once the job's first
+# process is gone and reaped, which the server does at once, and init when no server is left.
+# It holds the group's id until then, so that no other process can be given it.
+WATCHDOG = (
+    '(end=$(($(date +%s) + $0)); while [ "$(date +%s)" -lt "$end" ] && kill -0 $$; do sleep 1; '
+    'done; kill -KILL 0) </dev/null >/dev/null 2>&1 & exec "$@"'
+)
 
 
 def with_watchdog(argv: list[str], timeout_seconds: int, cwd: Path) -> list[str]:
