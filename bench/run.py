@@ -115,7 +115,8 @@ class Bench:
     def start_server(self) -> None:
         self.server = subprocess.Popen(
             [sys.executable, "-m", "hfuv", "server", "--port", str(self.port), "--data-dir",
-             str(self.tmp / "server"), "--token", f"me={TOKEN}", "--max-parallel", "2"],
+             str(self.tmp / "server"), "--token", f"me={TOKEN}", "--max-parallel", "2",
+             "--runtime", "host"],  # the figures are the API's; images cannot be pulled here
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         for _ in range(300):

@@ -326,9 +326,16 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     metavar="all|none|0,1,...",
     help="GPUs jobs may have, each one job's at a time (all: those nvidia-smi -L lists).",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["host", "podman", "docker"]),
+    envvar="HFUV_RUNTIME",
+    help="What runs the jobs: a container engine (each job in its image) or this host "
+    "[default: podman or docker when installed, else host; env: HFUV_RUNTIME].",
+)
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
            tokens_file: str | None, insecure_shared_host: bool,
-           max_parallel: int, gpus: str) -> None:  # fmt: skip
+           max_parallel: int, gpus: str, runtime: str | None) -> None:  # fmt: skip
     """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
     from pathlib import Path
 
@@ -342,6 +349,7 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
         tokens_file=Path(tokens_file) if tokens_file else None,
         max_parallel=max_parallel,
         gpus=gpus,
+        runtime_kind=runtime,
         announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
         insecure_shared_host=insecure_shared_host,
     )

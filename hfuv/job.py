@@ -105,15 +105,19 @@ def inspect_script(
 
 
 def prepare_job(
-    request: ScriptRequest, environ: Mapping[str, str] | None = None, *, local: bool = False
+    request: ScriptRequest,
+    environ: Mapping[str, str] | None = None,
+    *,
+    local: bool = False,
+    runtime: str = "host",
 ) -> PreparedJob:
-    """Inspect, lock and build the JobSpec for `request`; for a `local` run, first refuse what
-    only a job has."""
+    """Inspect, lock and build the JobSpec for `request`; for a `local` run (on `runtime`),
+    first refuse what only a job has."""
     inspection = inspect_script(request, environ)
     if local:
         from hfuv.local import check_runs_here
 
-        check_runs_here(inspection.config)
+        check_runs_here(inspection.config, runtime)
     env_spec = lock.build_env(
         inspection.source,
         inspection.metadata,

@@ -19,6 +19,7 @@ from hfuv.errors import PythonNotFoundError, UsageError
 from hfuv.flavors import Flavor, get_flavor
 from hfuv.jobenv import new_job_id
 from hfuv.payload import JobSpec, bootstrap_source
+from hfuv.runtime import Launch, host_capacity
 from hfuv.runtime.host import host_process
 
 if TYPE_CHECKING:
@@ -82,9 +83,54 @@ def job_environment(body: Mapping[str, Any], flavor: Flavor, job_id: str) -> dic
     return env
 
 
-def check_runs_here(config: LaunchConfig) -> None:
+def container_launch(spec: JobSpec, job_id: str | None = None) -> tuple[Launch, list[str]]:
+    """The launch of `hfuv run --local --runtime ENGINE`: the JobSpec in its image, with the
+    flavor's CPUs, memory and GPUs (capped at what this machine has), and what was capped."""
+    body, flavor = spec.body, spec.flavor
+    job_id = job_id or new_job_id()
+    capacity = host_capacity()
+    cpus = min(float(flavor.cpu_cores), capacity.cpus)
+    wanted = flavor.ram_gb * 1024**3
+    memory = min(wanted, capacity.memory_bytes) if capacity.memory_bytes else wanted
+    gpus = tuple(str(index) for index in range(min(flavor.gpu_count, _nvidia_gpu_count())))
+    notes = []
+    if (cpus, memory) != (flavor.cpu_cores, wanted):
+        notes.append(f"flavor {flavor.name} has {flavor.cpu_cores} vCPU and {flavor.ram_gb} GB; "
+                     f"this machine has {capacity.describe()}, so the job gets {cpus:g} CPUs "
+                     f"and {memory / 1024**3:.1f} GiB here")  # fmt: skip
+    if 0 < len(gpus) < flavor.gpu_count:
+        notes.append(f"flavor {flavor.name} has {flavor.gpu_count} GPUs; the job gets this "
+                     f"machine's {len(gpus)}")  # fmt: skip
+    launch = Launch(
+        job_id=job_id,
+        image=str(body.get("dockerImage") or ""),
+        argv=(*(body.get("command") or []), *(body.get("arguments") or [])),
+        env=job_environment(body, flavor, job_id),
+        workdir=cache_dir() / "runs" / job_id,
+        timeout_seconds=int(body["timeoutSeconds"]),
+        cpus=cpus,
+        memory_bytes=memory,
+        gpus=gpus,
+        interactive=True,
+    )
+    return launch, notes
+
+
+def _nvidia_gpu_count() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    import subprocess
+
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in listed.stdout.splitlines())
+
+
+def check_runs_here(config: LaunchConfig, runtime: str = "host") -> None:
     """Refuse, before anything is locked, what only a job on Hugging Face has; add a warning
-    for what this machine gives differently (the image, the flavor's GPUs).
+    for what this machine gives differently (the image on `host`, the flavor's GPUs).
 
     The timeout is enforced here; env, secrets and the flavor's built-in variables are set;
     labels, name, namespace and max cost only matter to the Jobs API.
@@ -129,7 +175,7 @@ def check_runs_here(config: LaunchConfig) -> None:
             f"flavor {flavor.name} has {flavor.gpu_count}x {flavor.gpu_model}, and this machine "
             f"has no NVIDIA GPU: the script runs on CPU here (ACCELERATOR is still {flavor.name})"
         )
-    if config.image and not config.image.startswith(UV_IMAGES):
+    if runtime == "host" and config.image and not config.image.startswith(UV_IMAGES):
         config.warnings.append(
             f"image {config.image} is not used here: a local run uses this machine's Python and "
             "system libraries"

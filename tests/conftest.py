@@ -78,6 +78,9 @@ def isolated_env(
     monkeypatch.setenv("HFUV_RETRY_MAX_SECONDS", "10")
     monkeypatch.setenv("UV_FIND_LINKS", str(wheel_index))
     monkeypatch.setenv("UV_NO_INDEX", "1")
+    # Servers run jobs on the host (their images, e.g. ubuntu:22.04, cannot be pulled here)
+    # unless a test picks a container runtime.
+    monkeypatch.setenv("HFUV_RUNTIME", "host")
     if PYENV_VERSION:
         monkeypatch.setenv("PYENV_VERSION", PYENV_VERSION)
     yield

@@ -146,6 +146,7 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
     else:  # the image's Python; packages from the host's find-links do not reach a container
         image, python = uv_image(), "3.13"
         script = write(tmp_path / "alice.py", ALICE_SCRIPT.replace('["hfuv-demo-a"]', "[]")
+                       .replace("import hfuv_demo_a\n", "")
                        .replace("hfuv_demo_a.VALUE", "'a-1.1.0'"))  # fmt: skip
     data = shared_place / "data"
     server, env = start_server(data, shared_place, *(["--runtime", runtime] * (runtime != "host")))

@@ -34,6 +34,12 @@ from hfuv.submission import make_client, status
 @click.option("--file", "files", multiple=True, metavar="PATH", help="Ship a file or directory.")
 @click.option("--refresh", is_flag=True, help="Resolve the lock again, not from hfuv's cache.")
 @click.option("--local", is_flag=True, help="Run the job on this machine.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["host", "podman", "docker"]),
+    help="With --local: run on this host's Python (default), or in the job's image with "
+    "podman or docker [env: HFUV_RUNTIME].",
+)
 @click.option("--dry-run", is_flag=True, help="Print the request and its cost; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object.")
 @click.option("-d", "--detach", is_flag=True, help="Submit, print the job id, and return.")
@@ -53,9 +59,9 @@ from hfuv.submission import make_client, status
 )
 @submission_key_option
 @api_options
-def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json: bool,
-        detach: bool, matrix: tuple[str, ...], matrix_file: str | None, parallel: int,
-        submission_key: str | None, endpoint: str | None, token: str | None,
+def run(script: str, args: tuple[str, ...], local: bool, runtime: str | None, dry_run: bool,
+        as_json: bool, detach: bool, matrix: tuple[str, ...], matrix_file: str | None,
+        parallel: int, submission_key: str | None, endpoint: str | None, token: str | None,
         **params: Any) -> None:  # fmt: skip
     """Run SCRIPT (a path, -, a URL, a gist or a GitHub/Hub page) as a job.
 
@@ -77,6 +83,13 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
         raise UsageError("--json goes with --dry-run")
     if detach and (local or dry_run):
         raise UsageError("--detach goes with a remote run, not --local or --dry-run")
+    if runtime and not local:
+        raise UsageError("--runtime goes with --local", hint="add --local to run the job here")
+    if local:
+        runtime = runtime or os.environ.get("HFUV_RUNTIME") or "host"
+        if runtime not in ("host", "podman", "docker"):
+            raise UsageError(f"HFUV_RUNTIME={runtime} is not a runtime",
+                             hint="set it to host, podman or docker")  # fmt: skip
     remote_only = {"--submission-key": submission_key, "--endpoint": endpoint, "--token": token}
     for flag, value in remote_only.items():
         if local and value is not None:
@@ -94,13 +107,15 @@ def run(script: str, args: tuple[str, ...], local: bool, dry_run: bool, as_json:
             raise UsageError("a sweep runs as jobs", hint="list its jobs here with --dry-run")
         points = parse_grid(matrix, matrix_file)
     request = build_request(script, args, params)
-    job = prepare_job(request, local=local)
+    job = prepare_job(request, local=local, runtime=runtime or "host")
     warn(job.warnings)
     if points is not None:
         run_sweep(job, points, endpoint, token, dry_run=dry_run, as_json=as_json,
                   detach=detach, parallel=parallel, submission_key=submission_key)  # fmt: skip
     elif dry_run:
         print_dry_run(job, endpoint, as_json=as_json)
+    elif local and runtime != "host":
+        run_in_container(job, runtime)  # never recorded for replay: the engine has the say
     elif local:
         from hfuv import replay
 
@@ -243,6 +258,34 @@ def run_here(job: Any, replay_inputs: list[str] | None, script: dict[str, Any] |
     local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
                         on_ready=record if replay_inputs is not None else None,
                         interpreter=python)  # fmt: skip
+
+
+def run_in_container(job: Any, kind: str) -> None:
+    """Run the job here in its image with `kind` (podman or docker); exit with its code."""
+    from hfuv import local
+    from hfuv.errors import HfuvError
+    from hfuv.flavors import format_duration
+    from hfuv.runtime import RuntimeFailure
+    from hfuv.runtime.engine import EngineRuntime, run_attached
+    from hfuv.supervisor import TIMEOUT_EXIT_CODE, TIMEOUT_MESSAGE
+
+    launch, notes = local.container_launch(job.spec)
+    warn(notes)
+    status(
+        f"hfuv: running {job.inspection.source.name} in {launch.image} with {kind} as job "
+        f"{launch.job_id} (Python {job.env.python}, uv {job.env.uv_version}, "
+        f"{job.spec.flavor.name}: {launch.cpus:g} CPUs, {launch.memory_bytes / 1024**3:g} GiB, "
+        f"timeout {format_duration(launch.timeout_seconds)})"
+    )
+    try:
+        code, timed_out = run_attached(EngineRuntime(kind, os.environ), launch)
+    except RuntimeFailure as exc:
+        hint = "check the image and the engine, or run on this host with --runtime host"
+        raise HfuvError(f"{kind} could not run the job: {exc}", hint=hint) from None
+    if timed_out:
+        status(f"job {launch.job_id} {TIMEOUT_MESSAGE}")
+        code = TIMEOUT_EXIT_CODE
+    sys.exit(code)
 
 
 @cli.command()

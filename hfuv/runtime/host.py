@@ -14,6 +14,7 @@ UV_PYTHON_INSTALL_DIR, or the system's).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -52,6 +53,28 @@ def host_process(
     return argv, env
 
 
+# The job's command runs under this: a watchdog in the job's own process group that kills the
+# group at the timeout (plus the grace the server's own timer gives), or once the job's first
+# process is gone and reaped, which the server does at once, and init when no server is left.
+# It holds the group's id until then, so that no other process can be given it.
+WATCHDOG = (
+    '(end=$(($(date +%s) + $0)); while [ "$(date +%s)" -lt "$end" ] && kill -0 $$; do sleep 1; '
+    'done; kill -KILL 0) </dev/null >/dev/null 2>&1 & exec "$@"'
+)
+
+
+def with_watchdog(argv: list[str], timeout_seconds: int, cwd: Path) -> list[str]:
+    """`argv` under the watchdog; a command that cannot run fails here, as it would alone."""
+    command = argv[0] if argv else ""
+    path = cwd / command
+    if "/" not in command or not path.is_file():
+        raise RuntimeFailure(f"{command}: No such file or directory")
+    if not os.access(path, os.X_OK):
+        raise RuntimeFailure(f"{command}: Permission denied")
+    limit = timeout_seconds + math.ceil(KILL_GRACE_SECONDS) + 1
+    return ["/bin/sh", "-c", WATCHDOG, str(limit), *argv]
+
+
 class HostRuntime(Runtime):
     kind = "host"
 
@@ -75,7 +98,7 @@ class HostRuntime(Runtime):
             as_user = own_user(launch, argv, env)
         try:
             process = subprocess.Popen(
-                argv,
+                with_watchdog(argv, launch.timeout_seconds, launch.workdir),
                 env=env,
                 cwd=launch.workdir,
                 stdin=subprocess.DEVNULL,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfuv.errors import ServerError, UsageError
+
+if TYPE_CHECKING:
+    from hfuv.runtime import Runtime
 
 
 def serve(
@@ -23,8 +28,10 @@ def serve(
     gpus: str = "all",
     announce: Callable[[str], None],
     insecure_shared_host: bool = False,
+    runtime_kind: str | None = None,
 ) -> None:
-    """Run the server until interrupted; jobs still running then end as ERROR."""
+    """Run the server until interrupted; jobs still running then end as ERROR, unless their
+    runtime keeps them (containers), for the next server to re-attach."""
     try:
         import uvicorn
 
@@ -48,8 +55,12 @@ def serve(
         token_specs, tokens_file, data_dir,
         from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=warnings.append,
     )  # fmt: skip
+    runtime, described = choose_runtime(runtime_kind, warnings.append)
     users = {identity.name for identity in tokens.values()}
-    isolate = isolates_jobs(users, insecure_shared_host=insecure_shared_host)
+    # Containers keep jobs apart; on the host, jobs run as users of their own.
+    isolate = runtime.kind == "host" and isolates_jobs(
+        users, insecure_shared_host=insecure_shared_host
+    )
     secure_data_dir(data_dir, jobs_pass_through=isolate)
     if isolate and (closed := closed_to_jobs(data_dir)):
         warnings.append(
@@ -58,7 +69,12 @@ def serve(
             "--data-dir a place every user can pass through, e.g. /var/lib/hfuv"
         )
     state = build_state(
-        data_dir, tokens, max_parallel=max_parallel, job_users=isolate, gpus=gpu_pool
+        data_dir,
+        tokens,
+        max_parallel=max_parallel,
+        job_users=isolate,
+        gpus=gpu_pool,
+        runtime=runtime,
     )
     state.port = port
     state.executor.start()
@@ -67,6 +83,7 @@ def serve(
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     who = "each job as a user of its own" if isolate else f"jobs as uid {os.geteuid()}"
     announce(f"hfuv server on {url} for {', '.join(sorted(users))}; data in {data_dir}; {who}")
+    announce(f"runtime: {described}; capacity: {runtime.capacity().describe()}")
     announce(gpu_pool.describe())
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
@@ -92,6 +109,34 @@ def serve(
     if not server.started:
         print(f"error: could not listen on {host}:{port}", file=sys.stderr)
         sys.exit(1)
+
+
+def choose_runtime(kind: str | None, announce: Callable[[str], None]) -> tuple[Runtime, str]:
+    """The runtime `kind` and its one-line description; by default the first container engine
+    that works here, else the host (with a warning). A chosen engine that does not work is one
+    clear error."""
+    from hfuv.runtime import ENGINES, RuntimeFailure, get_runtime
+
+    if kind is None:
+        why = "no container engine (podman or docker) is installed"
+        for engine in ENGINES:
+            if shutil.which(engine):
+                runtime = get_runtime(engine)
+                try:
+                    return runtime, runtime.describe()
+                except RuntimeFailure as exc:
+                    why = f"{engine} does not work here ({exc})"
+        announce(f"warning: {why}: jobs run on this host and their images are not used; "
+                 "install podman, or give --runtime")  # fmt: skip
+        kind = "host"
+    runtime = get_runtime(kind)
+    try:
+        return runtime, runtime.describe()
+    except RuntimeFailure as exc:
+        raise ServerError(
+            f"--runtime {kind} cannot run jobs here: {exc}",
+            hint=f"install or repair {kind}, or pick another with --runtime (host, podman, docker)",
+        ) from None
 
 
 def listen(host: str, port: int) -> socket.socket:

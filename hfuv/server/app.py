@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
+from hfuv.runtime import Runtime
 from hfuv.runtime.gpus import GpuPool
 from hfuv.server import jobspec, metrics, webhooks
 from hfuv.server.executor import Executor, attempts_of
@@ -739,6 +740,7 @@ def build_state(
     environ: dict[str, str] | None = None,
     job_users: bool = False,
     gpus: GpuPool | None = None,
+    runtime: Runtime | None = None,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
     logs = LogBook(data_dir / "logs")
@@ -750,6 +752,7 @@ def build_state(
         environ=environ if environ is not None else dict(os.environ),
         users_root=data_dir / "users" if job_users else None,
         gpus=gpus,
+        runtime=runtime,
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
     state = ServerState(store, logs, executor, tokens, keepalive)

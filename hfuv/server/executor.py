@@ -8,7 +8,9 @@ SCHEDULING, with a message saying for what, until their GPUs are free and fewer 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import shutil
 import threading
 import time
@@ -36,6 +38,8 @@ from hfuv.server.logs import LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
+_HEADER = "===== Job started at"
+_ATTEMPT = "===== Attempt "  # then "K of N"
 SHUTDOWN_GRACE_SECONDS = 3.0
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 
@@ -101,6 +105,8 @@ class Executor:
             self._stopped = True
             self._cond.notify_all()
             running = list(self._running.items())
+        if self.runtime.restartable:
+            return  # the jobs go on; the next server re-attaches to them
         for job_id, handle in running:
             self._ending.setdefault(job_id, "shutdown")
             handle.terminate(SHUTDOWN_GRACE_SECONDS)
@@ -198,12 +204,26 @@ class Executor:
         return handle.address(port) if handle else None
 
     def _recover(self) -> None:
-        """Jobs running when the server died end as ERROR; queued ones are queued again."""
+        """Jobs running when the server stopped are re-attached where their runtime allows it
+        (containers), else they end as ERROR; queued ones are queued again."""
         for record in self.store.with_stage("RUNNING"):
-            self.runtime.end_orphan(record.id)
-            self.store.finish(
-                record.id, "ERROR", "The server stopped while the job was running", None
-            )
+            kind, _, reference = (record.runtime_ref or f"host:{record.id}").partition(":")
+            runtime = self.runtime if kind == self.runtime.kind else get_runtime(kind, self.environ)
+            handle = None
+            if runtime.restartable:
+                with contextlib.suppress(RuntimeFailure):  # the engine is gone: so is the job
+                    seen, attempt = self._resume_point(record.id)
+                    handle = runtime.reattach(reference, seen)
+            if handle is None:
+                runtime.end_orphan(reference)
+                message = "The server stopped while the job was running"
+                if runtime.restartable:
+                    message = f"The job's container was gone when the server restarted ({kind})"
+                self.store.finish(record.id, "ERROR", message, None)
+                continue
+            self._running[record.id] = handle
+            threading.Thread(target=self._watch, args=(record, handle, attempt), daemon=True,
+                             name=f"job-{record.id}").start()  # fmt: skip
         for record in self.store.with_stage("SCHEDULING"):
             self.submit(record.id)
         for held in self.store.docs(GPU_HOLDS):  # a re-attached job keeps its GPUs
@@ -211,6 +231,26 @@ class Executor:
                 self.gpus.hold(held["id"], held["gpus"])
             else:
                 self.store.delete_doc(GPU_HOLDS, held["id"])
+
+    def _resume_point(self, job_id: str) -> tuple[int, int]:
+        """Where a re-attached job's output resumes: how many lines of its current attempt the
+        log has (after the executor's last header or attempt line), and that attempt's number."""
+        since, attempt, offset = 0, 1, 0
+        while True:
+            lines, offset = self.logs.read(job_id, offset)
+            if not lines:
+                return since, attempt
+            for line in lines:
+                data = json.loads(line).get("data", "")
+                if data.startswith(_HEADER):
+                    since = 0
+                elif (
+                    data.startswith(_ATTEMPT)
+                    and (number := data[len(_ATTEMPT) :].split()[0]).isdigit()
+                ):
+                    since, attempt = 0, int(number)
+                else:
+                    since += 1
 
     def _dispatch(self) -> None:
         while True:
@@ -342,14 +382,15 @@ class Executor:
                 notes.append(f"image {launch.image} is not used: hfuv server runs the command "
                              "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
-        writer.write(f"===== Job started at {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
+        writer.write(f"{_HEADER} {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
         if attempts_of(record.spec) > 1:
-            writer.write(f"===== Attempt 1 of {attempts_of(record.spec)} =====")
+            writer.write(f"{_ATTEMPT}1 of {attempts_of(record.spec)} =====")
         writer.close()
+        started = time.time()  # before the runtime's own timer (podman's --timeout) starts
         handle = self.runtime.start(launch)
-        self.store.update(
-            record.id, stage="RUNNING", started_at=time.time(), message="; ".join(notes)
-        )
+        reference = f"{self.runtime.kind}:{handle.reference}"
+        self.store.update(record.id, stage="RUNNING", started_at=started,
+                          message="; ".join(notes), runtime_ref=reference)  # fmt: skip
         return handle
 
     def _fail_to_start(self, record: JobRecord, reason: str) -> None:
@@ -359,12 +400,15 @@ class Executor:
         self.store.update(record.id, started_at=time.time())
         self.store.finish(record.id, "ERROR", f"Job failed to start: {reason}", 127)
 
-    def _watch(self, record: JobRecord, handle: Handle) -> None:
+    def _watch(self, record: JobRecord, handle: Handle, attempt: int = 1) -> None:
         timeout = record.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT
-        timer = threading.Timer(timeout, self._time_out, args=(record.id,))
+        current = self.store.get(record.id)
+        deadline = ((current and current.started_at) or time.time()) + timeout
+        timer = threading.Timer(max(0.0, deadline - time.time()), self._time_out,
+                                args=(record.id,))  # fmt: skip
         timer.daemon = True
         timer.start()
-        attempts, attempt, unstarted = attempts_of(record.spec), 1, None
+        attempts, unstarted = attempts_of(record.spec), None
         writer = self.logs.writer(record.id)
         try:
             code = _copy_output(handle, writer)
@@ -383,13 +427,17 @@ class Executor:
         finally:
             timer.cancel()
             writer.close()
-            handle.release()
+        if self._stopped and self.runtime.restartable:
+            return  # the next server re-attaches and records the end
+        handle.release()
         with self._cond:
             ending = self._ending.pop(record.id, None)
             self._running.pop(record.id, None)
             self._release_gpus(record.id)
             self._mounts.pop(record.id, None)
             self._cond.notify_all()
+        if ending is None and code != 0 and time.time() >= deadline:
+            ending = "timeout"  # the runtime's own timer (e.g. while no server ran) ended it
         tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         if ending == "cancel":
             self.store.finish(record.id, "CANCELED", "Job canceled", code)
@@ -421,7 +469,7 @@ class Executor:
             if left <= 0:  # the job's timeout covers all its attempts
                 return None
             ended.release()
-            writer.write(f"===== Attempt {attempt} ({why}) =====")
+            writer.write(f"{_ATTEMPT}{attempt} ({why}) =====")
             launch = dataclasses.replace(launch, timeout_seconds=left)  # the runtime's own timer
             shutil.rmtree(launch.workdir, ignore_errors=True)
             try:
@@ -431,7 +479,8 @@ class Executor:
                 writer.write(f"===== Job failed to start: {reason} =====")
                 raise RuntimeFailure(reason) from None
             self._running[record.id] = handle
-        self.store.update(record.id, message=f"Attempt {attempt} ({why})")
+        self.store.update(record.id, message=f"Attempt {attempt} ({why})",
+                          runtime_ref=f"{self.runtime.kind}:{handle.reference}")  # fmt: skip
         return handle
 
     def _time_out(self, job_id: str) -> None:

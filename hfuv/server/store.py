@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid INTEGER,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    runtime_ref TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_namespace ON jobs (namespace, created_at);
 CREATE TABLE IF NOT EXISTS documents (
@@ -56,6 +57,7 @@ class JobRecord:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    runtime_ref: str | None = None  # what the runtime needs to find the job again (a container)
 
     @property
     def terminal(self) -> bool:
@@ -68,8 +70,10 @@ class JobRecord:
 
 _COLUMNS = (
     "id", "namespace", "owner", "initiator", "spec", "stage", "message", "exit_code", "pid",
-    "created_at", "started_at", "finished_at",
+    "created_at", "started_at", "finished_at", "runtime_ref",
 )  # fmt: skip
+# Columns added since the first schema: a data dir of an older server gets them on open.
+_ADDED_COLUMNS = {"runtime_ref": "TEXT"}
 _JSON_COLUMNS = {"owner", "initiator", "spec"}
 
 
@@ -82,6 +86,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -1,0 +1,271 @@
+"""`hfuv server --runtime podman` and `hfuv run --local --runtime podman`: every job runs in its
+image, through real podman, on images built here (tests/images.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, free_port, hfuv, write
+from tests.images import MARKER, busybox_image, needs_podman, uv_image
+from tests.test_server import api, wait_stage
+
+pytestmark = needs_podman()
+
+HF = str(Path(sys.executable).parent / "hf")
+# Python's version and the OS of wherever it runs.
+SHOW_PYTHON_AND_OS = (
+    "import sys\n"
+    "print('python', '%d.%d' % sys.version_info[:2])\n"
+    "print(open('/etc/os-release').read().splitlines()[0])\n"
+)
+IN_TRIXIE = ["python 3.13", 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"']
+UV_SCRIPT = '# /// script\n# requires-python = ">=3.13"\n# ///\n' + SHOW_PYTHON_AND_OS
+# Lines the job prints, a tenth of a second apart (busybox's sh has no seq).
+COUNT_TO_40 = 'i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo "line $i"; sleep 0.1; done'
+
+
+def podman_server(data_dir: Path, port: int | None = None) -> ServerProcess:
+    return ServerProcess(data_dir, "--runtime", "podman", port=port).start()
+
+
+def containers_of(job_id: str, *, running: bool) -> list[str]:
+    listed = subprocess.run(
+        ["podman", "ps", *([] if running else ["-a"]), "--filter", f"label=hfuv.job={job_id}",
+         "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return listed.stdout.split()
+
+
+def exec_detached(server: ServerProcess, *argv: str) -> str:
+    created = hfuv("exec", "--detach", *argv, env=server.env())
+    assert created.code == 0, created.stderr
+    return created.stdout.strip()
+
+
+def test_jobs_run_in_their_images(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        marker = hfuv("exec", busybox_image(), "--", "cat", "/etc/MARKER", env=server.env())
+        assert marker.code == 0, marker.stderr
+        assert marker.stdout.splitlines()[-1] == MARKER
+        script = write(tmp_path / "where.py", UV_SCRIPT + "raise SystemExit(3)\n")
+        uv_job = hfuv("run", str(script), "--image", uv_image(), env=server.env())
+        assert uv_job.code == 3, uv_job.stderr
+        assert uv_job.stdout.splitlines()[-2:] == IN_TRIXIE  # not the host's Python and OS
+        assert containers_of(uv_job.stderr.split("job me/")[1].split()[0], running=False) == []
+    finally:
+        server.stop()
+    assert "runtime: podman 4" in (server.process.stderr.read() if server.process else "")
+
+
+def test_the_official_client_runs_jobs_in_their_images(tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    server = podman_server(tmp_path / "data")
+    try:
+        command = ["python3", "-c", SHOW_PYTHON_AND_OS]
+        env = {**os.environ, **server.env(), "HF_HUB_DISABLE_UPDATE_CHECK": "1", "NO_COLOR": "1"}
+        cli = subprocess.run([HF, "jobs", "run", uv_image(), *command], env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        assert "\n".join(IN_TRIXIE) + "\n" in cli.stdout
+        hf_api = HfApi(endpoint=server.url, token=ServerProcess.TOKENS["me"])
+        job = hf_api.run_job(image=uv_image(), command=command, namespace="me")
+        lines = list(hf_api.fetch_job_logs(job_id=job.id, namespace="me", follow=True))
+        assert lines[-2:] == IN_TRIXIE
+        assert hf_api.inspect_job(job_id=job.id, namespace="me").status.stage == "COMPLETED"
+    finally:
+        server.stop()
+
+
+def test_local_run_in_the_image_exits_with_the_scripts_code(tmp_path: Path) -> None:
+    script = write(tmp_path / "where.py", UV_SCRIPT + "raise SystemExit(3)\n")
+    result = hfuv("run", str(script), "--local", "--runtime", "podman", "--image", uv_image())
+    assert result.code == 3, result.stderr
+    assert result.stdout.splitlines() == IN_TRIXIE
+    assert "is not used here" not in result.stderr  # the image is used
+    assert f"in {uv_image()} with podman as job" in result.stderr
+    job_id = result.stderr.split(" as job ")[1].split()[0]
+    assert containers_of(job_id, running=False) == []
+    by_env = hfuv("run", str(script), "--local", "--image", uv_image(),
+                  env={"HFUV_RUNTIME": "podman"})  # fmt: skip
+    assert (by_env.code, by_env.stdout.splitlines()) == (3, IN_TRIXIE), by_env.stderr
+
+
+def test_local_run_in_the_image_within_its_timeout(tmp_path: Path) -> None:
+    script = write(tmp_path / "slow.py", UV_SCRIPT + "import time\nprint('waiting', flush=True)\n"
+                   "time.sleep(60)\n")  # fmt: skip
+    started = time.monotonic()
+    result = hfuv("run", str(script), "--local", "--runtime", "podman", "--image", uv_image(),
+                  "--timeout", "3")  # fmt: skip
+    assert time.monotonic() - started < 15
+    assert result.code == 124, result.stderr
+    assert result.stdout.splitlines()[-1] == "waiting"
+    job_id = result.stderr.split(" as job ")[1].split()[0]
+    assert result.stderr.endswith(f"job {job_id} ended ERROR: Job timeout\n")
+    assert containers_of(job_id, running=False) == []
+
+
+def test_ctrl_c_stops_the_local_container(tmp_path: Path) -> None:
+    script = write(tmp_path / "slow.py", "import time\nprint('waiting', flush=True)\n"
+                   "time.sleep(60)\n")  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hfuv", "run", str(script), "--local", "--runtime", "podman",
+         "--image", uv_image(), "-p", "3.13"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == "waiting\n"
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    assert process.wait(timeout=15) == 130
+    job_id = process.stderr.read().split(" as job ")[1].split()[0]
+    assert containers_of(job_id, running=False) == []
+
+
+def test_a_restarted_server_reattaches_and_the_log_is_whole(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, busybox_image(), "--", "sh", "-c", COUNT_TO_40)
+        deadline = time.monotonic() + 20
+        while "line 5" not in hfuv("logs", job_id, env=server.env()).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        server.kill()  # SIGKILL: no chance to tidy up
+        time.sleep(1)  # the job goes on printing with no server
+        assert containers_of(job_id, running=True)
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR"})
+        assert job["status"]["stage"] == "COMPLETED", job["status"]
+        logs = hfuv("logs", job_id, env=server.env())
+        assert logs.stdout.splitlines() == [f"line {i}" for i in range(1, 41)]
+        assert containers_of(job_id, running=False) == []
+    finally:
+        server.stop()
+
+
+def test_a_job_whose_container_is_gone_after_a_restart_ends_as_error(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, busybox_image(), "--", "sleep", "60")
+        wait_stage(server, job_id, {"RUNNING"})
+        server.kill()
+        subprocess.run(["podman", "rm", "-f", f"hfuv-job-{job_id}"], check=True,
+                       capture_output=True)  # fmt: skip
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"ERROR"}, timeout=5)
+        assert job["status"]["message"] == (
+            "The job's container was gone when the server restarted (podman)"
+        )
+    finally:
+        server.stop()
+
+
+def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, "--timeout", "5", busybox_image(), "--", "sleep", "60")
+        wait_stage(server, job_id, {"RUNNING"})
+        started = time.monotonic()
+        server.kill()
+        while containers_of(job_id, running=True):
+            assert time.monotonic() - started < 8, "the container outlived its timeout"
+            time.sleep(0.2)
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
+        assert job["status"]["message"] == "Job timeout"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registry on loopback (Debian's docker-registry) that podman may pull from over http;
+    → its host:port."""
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    address = f"127.0.0.1:{free_port()}"
+    storage = tmp_path / "registry"
+    config = write(tmp_path / "registry.yml", "version: 0.1\nstorage:\n  filesystem:\n"
+                   f"    rootdirectory: {storage}\nhttp:\n  addr: {address}\n")  # fmt: skip
+    insecure = write(tmp_path / "registries.conf",
+                     f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')  # fmt: skip
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(insecure))
+    process = subprocess.Popen(["docker-registry", "serve", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.1)
+        yield address
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_missing_image_is_pulled(tmp_path: Path, registry: str) -> None:
+    image = f"{registry}/hfuv-test/pulled:1"
+    subprocess.run(["podman", "push", "-q", busybox_image(), image], check=True,
+                   capture_output=True)  # fmt: skip
+    server = podman_server(tmp_path / "data")
+    try:
+        result = hfuv("exec", image, "--", "cat", "/etc/MARKER", env=server.env())
+        assert result.code == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == MARKER
+    finally:
+        server.stop()
+        subprocess.run(["podman", "rmi", image], capture_output=True)
+
+
+def test_docker_runtime_holds_the_timeout_with_the_server_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docker code path (no --timeout: a detached watchdog), against podman's docker CLI,
+    as Debian's podman-docker package installs it."""
+    shim = write(tmp_path / "bin" / "docker", '#!/bin/sh\nexec podman "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    server = ServerProcess(tmp_path / "data", "--runtime", "docker").start()
+    try:
+        job_id = exec_detached(server, "--timeout", "3", busybox_image(), "--", "sleep", "60")
+        wait_stage(server, job_id, {"RUNNING"})
+        started = time.monotonic()
+        server.kill()
+        while containers_of(job_id, running=True):
+            assert time.monotonic() - started < 7, "the container outlived its timeout"
+            time.sleep(0.2)
+        server = ServerProcess(tmp_path / "data", "--runtime", "docker", port=server.port).start()
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
+        assert job["status"]["message"] == "Job timeout"
+    finally:
+        server.stop()
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_job_with_one_line(tmp_path: Path) -> None:
+    missing = "localhost/hfuv-test-missing:1"
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, missing, "--", "true")
+        job = wait_stage(server, job_id, {"ERROR"})
+        message = job["status"]["message"]
+        assert message.startswith(f"Job failed to start: image {missing} not found locally and "
+                                  "could not be pulled: ")  # fmt: skip
+        assert "\n" not in message
+        assert api(server, f"/api/jobs/me/{job_id}")[0] == 200
+    finally:
+        server.stop()
