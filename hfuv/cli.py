@@ -295,7 +295,12 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8790, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where jobs and logs live.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where jobs and logs live [default: HFUV_SERVER_DATA, /var/lib/hfuv/server as root, "
+    "else hfuv's cache dir].",
+)
 @click.option(
     "--token",
     "token_specs",

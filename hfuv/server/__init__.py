@@ -178,6 +178,12 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def default_data_dir() -> Path:
+    """HFUV_SERVER_DATA, else /var/lib/hfuv/server for root (a place the host runtime's job
+    users can pass through, unlike /root), else the user's hfuv cache."""
+    if os.environ.get("HFUV_SERVER_DATA"):
+        return Path(os.environ["HFUV_SERVER_DATA"])
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/hfuv/server")
     from hfuv.cache import cache_dir
 
-    return Path(os.environ.get("HFUV_SERVER_DATA", cache_dir() / "server"))
+    return cache_dir() / "server"
