@@ -406,3 +406,25 @@ def test_a_container_jobs_cgroup_holds_its_flavors_limits(tmp_path: Path) -> Non
     host = host_capacity()
     assert quota / period == min(2, host.cpus)
     assert memory == min(16 * 1024**3, host.memory_bytes)
+
+
+def test_a_waiting_job_is_not_told_another_namespaces_job_id(one_gpu: ServerProcess,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    gate = tmp_path / "gate"
+    mine = submit(one_gpu, "t4-small", holding(gate))
+    until(one_gpu, mine, stage("RUNNING"))
+    result = hfuv("exec", "--detach", "--flavor", "t4-small", IMAGE, "--", "true",
+                  env=one_gpu.env("other"))  # fmt: skip
+    theirs = result.stdout.strip()
+    response = httpx.get(f"{one_gpu.url}/api/jobs/other/{theirs}",
+                         headers={"authorization": "Bearer token-other"})  # fmt: skip
+    deadline = time.monotonic() + 30
+    while "Waiting" not in (response.json()["status"]["message"] or ""):
+        assert time.monotonic() < deadline, response.json()["status"]
+        time.sleep(0.1)
+        response = httpx.get(response.url, headers={"authorization": "Bearer token-other"})
+    message = response.json()["status"]["message"]
+    assert message == "Waiting for 1 GPU: 0 of 1 free (a job of another namespace uses it)"
+    assert mine not in message
+    gate.touch()
+    until(one_gpu, mine, stage("COMPLETED"))

@@ -379,3 +379,30 @@ def test_a_local_run_rebuilds_a_code_dir_whose_files_changed(tmp_path: Path) -> 
         assert again.code == 0 and again.stdout == "mine\n", again.output
         assert shipped.read_text().endswith("print('mine')\n")
         assert not (shipped.parent / "sitecustomize.py").exists()
+
+
+def test_one_token_for_two_users_is_refused(tmp_path: Path) -> None:
+    result = hfuv("server", "--port", "0", "--data-dir", str(tmp_path / "d"),
+                  env={"HFUV_SERVER_TOKENS": "alice=same bob=same"})  # fmt: skip
+    assert (result.code, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "error: one token is given for two users, alice (HFUV_SERVER_TOKENS) and bob "
+        "(HFUV_SERVER_TOKENS): its requests could only act as one of them (hint: give each "
+        "user a token of their own)"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs run as users of their own on a root server")
+def test_users_kept_apart_on_the_host_cannot_expose_host_ports(
+    tmp_path: Path, shared_place: Path
+) -> None:
+    server, _ = start_server(shared_place / "data", shared_place, "--runtime", "host")
+    try:
+        env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKENS["alice"]}
+        result = hfuv("exec", "--expose", "8000", "ubuntu", "--", "true", env=env)
+        assert result.code == 1 and result.stdout == ""
+        assert "`expose.ports` (8000): on the host runtime a port is the host's, not the job's" \
+            in result.stderr  # fmt: skip
+        assert "--runtime podman" in result.stderr
+    finally:
+        server.stop()

@@ -58,7 +58,10 @@ class ServerState:
         """The spec, if this server can ever run it; else a 400 naming what its runtime or
         hardware cannot give the job (a mount, a flavor's GPUs)."""
         try:
-            jobspec.check_runnable(spec, self.executor.runtime.kind, self.port)
+            # Users kept apart on the host (their own uids) must not share host ports either.
+            apart = self.executor.users_root is not None
+            users = len({identity.name for identity in self.tokens.values()}) if apart else 1
+            jobspec.check_runnable(spec, self.executor.runtime.kind, self.port, users=users)
         except jobspec.SpecError as exc:
             raise ApiError(400, str(exc)) from None
         reason = self.executor.refusal(spec)

@@ -14,6 +14,8 @@ The rules (the executor's dispatch applies them):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hfuv.flavors import Flavor
 from hfuv.runtime import Capacity
 from hfuv.runtime.gpus import GpuPool
@@ -52,16 +54,30 @@ def limits(flavor: Flavor, capacity: Capacity) -> tuple[float, int, str]:
     return cpus, memory, f"limits: {cpu_text}, {memory_text}"
 
 
-def gpu_wait(need: int, pool: GpuPool, kept_for: str | None) -> str:
-    """What a GPU job waits for: `Waiting for 1 GPU: 0 of 1 free (job ID uses it)`."""
+def gpu_wait(need: int, pool: GpuPool, kept_for: str | None, visible: Callable[[str], bool]) -> str:
+    """What a GPU job waits for: `Waiting for 1 GPU: 0 of 1 free (job ID uses it)`; only jobs
+    `visible` to the waiting job's owner are named (others' ids are theirs)."""
     free = len(pool.free())
     text = f"Waiting for {_gpus(need)}: {free} of {pool.size} free"
+
+    def named(job_id: str) -> str:
+        return f"job {job_id}" if visible(job_id) else "a job of another namespace"
+
     if kept_for is not None:
-        return f"{text}, kept for job {kept_for}, created earlier"
+        return f"{text}, kept for {named(kept_for)}, created earlier"
     holders = pool.holders()
     if not holders:
         return text
-    who = f"job {holders[0]} uses" if len(holders) == 1 else f"jobs {', '.join(holders)} use"
+    if len(holders) == 1:
+        who = f"{named(holders[0])} uses"
+    else:
+        names = [named(h) for h in holders]
+        shown = [n for n in names if n.startswith("job ")]
+        others = len(names) - len(shown)
+        who = "jobs " + ", ".join(n[4:] for n in shown) if shown else ""
+        if others:
+            who += f"{' and ' if shown else ''}{others} job{'s' * (others > 1)} of other namespaces"
+        who += " use"
     return f"{text} ({who} {'it' if pool.size - free == 1 else 'them'})"
 
 

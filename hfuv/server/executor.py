@@ -298,7 +298,12 @@ class Executor:
             if need is None and (need := self._admit(job_id)) is None:
                 continue
             if need > available:
-                waiting = capacity.gpu_wait(need, self.gpus, kept_for if need <= free else None)
+                waiting = capacity.gpu_wait(
+                    need,
+                    self.gpus,
+                    kept_for if need <= free else None,
+                    visible=lambda other, job=job_id: self._same_namespace(job, other),
+                )
                 self._show(job_id, waiting)
                 kept_for, available = kept_for or job_id, 0
             elif busy >= self.max_parallel:
@@ -335,6 +340,10 @@ class Executor:
         if self.gpus.held_by(job_id):
             self.gpus.release(job_id)
             self.store.delete_doc(GPU_HOLDS, job_id)
+
+    def _same_namespace(self, job_id: str, other: str) -> bool:
+        mine, theirs = self.store.get(job_id), self.store.get(other)
+        return mine is not None and theirs is not None and mine.namespace == theirs.namespace
 
     def _show(self, job_id: str, message: str) -> None:
         if self._waiting_for.get(job_id) != message:

@@ -130,8 +130,11 @@ def _arch(value: Any) -> str:
 _CHECKS = {"attempts": _attempts, "expose": expose_of, "volumes": _volumes, "arch": _arch}
 
 
-def check_runnable(spec: dict[str, Any], runtime_kind: str, server_port: int | None) -> None:
-    """What this server's runtime cannot give the job: SpecError naming the field."""
+def check_runnable(
+    spec: dict[str, Any], runtime_kind: str, server_port: int | None, *, users: int = 1
+) -> None:
+    """What this server's runtime cannot give the job: SpecError naming the field. (`users`:
+    how many users the server keeps apart.)"""
     for index, volume in enumerate(spec.get("volumes") or []):
         where = f"`volumes[{index}]` ({volume['type']} {volume['source']} at {volume['mountPath']})"
         if runtime_kind == "host":
@@ -146,6 +149,12 @@ def check_runnable(spec: dict[str, Any], runtime_kind: str, server_port: int | N
                 f"{where}: this server cannot fetch Hub repos; pip install huggingface_hub"
             ) from None
     ports = (spec.get("expose") or {}).get("ports") or []
+    if runtime_kind == "host" and ports and users > 1:
+        raise SpecError(
+            f"`expose.ports` ({', '.join(map(str, ports))}): on the host runtime a port is the "
+            "host's, not the job's, so another user's job could serve it (or take it) and its "
+            "URL would reach that job; start hfuv server with --runtime podman (or docker)"
+        )
     if runtime_kind == "host" and server_port in ports:
         raise SpecError(
             f"`expose.ports` has {server_port}, the port of hfuv server itself: on the host "

@@ -62,17 +62,27 @@ def load(
     """Token → identity; plus the token generated for this user when none was given.
     `from_env` is HFUV_SERVER_TOKENS's value; `warn` gets the ways tokens given could leak."""
     tokens: dict[str, Identity] = {}
+    where: dict[str, str] = {}  # token → where it was given, to refuse one token for two users
+
+    def add(spec: str, origin: str) -> None:
+        token, identity = parse_spec(spec, origin)
+        if token in tokens and tokens[token] != identity:
+            raise UsageError(
+                f"one token is given for two users, {tokens[token].name} ({where[token]}) and "
+                f"{identity.name} ({origin}): its requests could only act as one of them",
+                hint="give each user a token of their own",
+            )
+        tokens[token], where[token] = identity, origin
+
     if specs:
         warn(
             "warning: --token puts tokens in this server's command line, which every user of "
             f"this machine can read (ps, /proc); give them in --tokens-file FILE or {ENV_VARIABLE}"
         )
     for spec in specs:
-        token, identity = parse_spec(spec)
-        tokens[token] = identity
+        add(spec, "--token")
     for spec in from_env.split():
-        token, identity = parse_spec(spec, ENV_VARIABLE)
-        tokens[token] = identity
+        add(spec, ENV_VARIABLE)
     if tokens_file is not None:
         try:
             lines = tokens_file.read_text(encoding="utf-8").splitlines()
@@ -87,8 +97,7 @@ def load(
         for number, line in enumerate(lines, start=1):
             line = line.strip()
             if line and not line.startswith("#"):
-                token, identity = parse_spec(line, f"{tokens_file}:{number}")
-                tokens[token] = identity
+                add(line, f"{tokens_file}:{number}")
     if tokens:
         return tokens, None
     saved = data_dir / "token"
