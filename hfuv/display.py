@@ -87,6 +87,7 @@ def job_summary(job: dict[str, Any], url: str) -> str:
         ("secrets", ", ".join(job.get("secrets") or []) or "-"),
         ("url", url),
     ]
+    lines += [("exposed", exposed) for exposed in status.get("exposeUrls") or []]
     return "\n".join(f"{key:<10}{safe_field(value)}" for key, value in lines)
 
 

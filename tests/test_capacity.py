@@ -195,7 +195,8 @@ def test_a_gpu_is_free_again_however_its_job_ends(
         gate.touch()
     ended = until(one_gpu, first, stage("CANCELED", "ERROR"))["status"]
     expected = {"cancel": "Job canceled", "timeout": "Job timeout",
-                "failure": "Job failed with exit code: 3"}  # fmt: skip
+                "failure": "Job failed with exit code: 3; image python:3.12 was not used: hfuv "
+                "server ran the command on its host"}  # fmt: skip
     assert ended["message"] == expected[ending]
     assert until(one_gpu, second, stage("COMPLETED", "ERROR"))["status"]["stage"] == "COMPLETED"
     assert log(one_gpu, second) == "GPUS=0\n"

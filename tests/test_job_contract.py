@@ -223,6 +223,8 @@ def test_exposed_ports_answer_at_their_urls(server: ServerProcess, echo_job) -> 
     assert urls == [f"http://{job_id}--{private}.localhost:{server.port}",
                     f"http://{job_id}--{public}.localhost:{server.port}"]  # fmt: skip
     assert info["expose"] == {"ports": [private, public], "portsPublic": [public]}
+    summary = hfuv("inspect", job_id, env=server.env()).stdout.splitlines()
+    assert [line.split()[1] for line in summary if line.startswith("exposed ")] == urls
     wait_for(lambda: through_proxy(server, urls[1]).status_code == 201)
 
     answer = through_proxy(server, urls[1], "POST", path="/v1/x?q=1", content=b"payload")

@@ -41,6 +41,7 @@ DEFAULT_TIMEOUT = 30 * 60
 _HEADER = "===== Job started at"
 _ATTEMPT = "===== Attempt "  # then "K of N"
 SHUTDOWN_GRACE_SECONDS = 3.0
+UV_IMAGES = "ghcr.io/astral-sh/uv"  # uv and Python: on the host, the bootstrap gives the same
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 
 
@@ -341,6 +342,12 @@ class Executor:
             self.gpus.release(job_id)
             self.store.delete_doc(GPU_HOLDS, job_id)
 
+    def _unused_image_note(self, record: JobRecord) -> str:
+        image = str(record.spec.get("dockerImage") or record.spec.get("spaceId") or "")
+        if self.runtime.kind != "host" or image.split(":")[0] == UV_IMAGES:
+            return ""
+        return f"; image {image} was not used: hfuv server ran the command on its host"
+
     def _same_namespace(self, job_id: str, other: str) -> bool:
         mine, theirs = self.store.get(job_id), self.store.get(other)
         return mine is not None and theirs is not None and mine.namespace == theirs.namespace
@@ -387,7 +394,7 @@ class Executor:
             notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
         if self.runtime.kind == "host":
             notes.append("the host runtime does not enforce CPU and memory limits")
-            if launch.image.split(":")[0] != "ghcr.io/astral-sh/uv":
+            if launch.image.split(":")[0] != UV_IMAGES:
                 notes.append(f"image {launch.image} is not used: hfuv server runs the command "
                              "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
@@ -461,7 +468,9 @@ class Executor:
         elif code == 0:
             self.store.finish(record.id, "COMPLETED", None, 0)
         else:
-            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}",
+            unused = self._unused_image_note(record)  # the likely why, on the host runtime
+            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}"
+                              f"{unused}",
                               code)  # fmt: skip
 
     def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
