@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hfuv.runtime import Launch, Mount
-from hfuv.runtime.engine import container_env, engine_argv, parse_size
+from hfuv.runtime import Launch, Mount, containerlog
+from hfuv.runtime.engine import container_env, engine_argv, parse_size, parse_time
 from hfuv.server.store import JobRecord, Store
 from tests.conftest import ServerProcess, hfuv, write
 from tests.images import needs_podman
@@ -39,7 +39,7 @@ def test_podman_flags_are_exact_and_hold_no_value() -> None:
         "podman", "run", "-d", "--pull", "never", "--init",
         "--name", "hfuv-job-0123456789abcdef01234567",
         "--label", "hfuv.job=0123456789abcdef01234567",
-        "--timeout", "300",
+        "--timeout", "300", "--log-driver", "k8s-file",
         "--env", "HF_TOKEN", "--env", "MODE",
         "--cpus", "2", "--memory", str(16 * 1024**3),
         "--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=3",
@@ -197,3 +197,41 @@ def test_a_host_job_does_not_outlive_its_timeout_with_the_server_down(tmp_path: 
             time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_the_container_log_joins_partial_lines_per_stream_and_skips_what_was_logged(
+    tmp_path: Path,
+) -> None:
+    log = write(tmp_path / "ctr.log", "".join(f"2026-12-02T03:03:48.18+00:00 {line}\n" for line in (
+        "stdout P abc", "stderr F err 1", "stdout F def", "stdout F ", "stdout F a  b ",
+        "stderr P tail",
+    )))  # fmt: skip
+    read = list(containerlog.records(log, ended=lambda: True))
+    assert read[:2] == [("stdout", b"abc", False), ("stderr", b"err 1", True)]
+    lines = list(containerlog.lines(read))
+    assert lines == [b"err 1\n", b"abcdef\n", b"\n", b"a  b \n", b"tail"]
+    assert list(containerlog.lines(read, skip=2)) == lines[2:]
+
+
+def test_the_container_log_is_tailed_until_the_container_has_ended(tmp_path: Path) -> None:
+    log = write(tmp_path / "ctr.log", "T stdout F one\nT stdout F tw")  # conmon mid-write
+    checks = []
+
+    def ended() -> bool:  # the container ends while the reader waits; conmon finishes the line
+        checks.append(1)
+        if len(checks) == 3:
+            with log.open("a") as out:
+                out.write("o\nT stdout F three\n")
+        return len(checks) >= 3
+
+    read = list(containerlog.lines(containerlog.records(log, ended)))
+    assert read == [b"one\n", b"two\n", b"three\n"]
+
+
+def test_engine_times_of_podman_and_docker() -> None:
+    at = 1796180621.539534
+    assert parse_time("2026-12-02 03:03:41.539534635 +0000 UTC") == pytest.approx(at, abs=1e-5)
+    assert parse_time("2026-12-02T03:03:41.539534635Z") == pytest.approx(at, abs=1e-5)
+    assert parse_time("2026-12-02T04:03:41.5395346+01:00") == pytest.approx(at, abs=1e-5)
+    assert parse_time("0001-01-01 00:00:00 +0000 UTC") is None  # not ended
+    assert parse_time("") is None

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,56 @@ def test_a_restarted_server_reattaches_and_the_log_is_whole(tmp_path: Path) -> N
         server.stop()
 
 
+# 60,000 lines as fast as Python prints them, in bursts; `podman logs -f` loses some of these.
+SIXTY_THOUSAND_LINES = (
+    "import time\nfor i in range(60000):\n print('n', i)\n if i % 1000 == 0: time.sleep(0.05)\n"
+)
+
+
+@pytest.mark.parametrize("restart", ["while it runs", "after it ended"])
+def test_a_fast_writer_s_log_is_whole_across_a_restart(tmp_path: Path, restart: str) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, uv_image(), "--", "python3", "-c", SIXTY_THOUSAND_LINES)
+        started = wait_stage(server, job_id, {"RUNNING"})["startedAt"]
+        time.sleep(1.5)
+        server.kill()  # mid-way: SIGKILL, no chance to tidy up
+        if restart == "while it runs":
+            time.sleep(1)
+            assert containers_of(job_id, running=True), "the job ended too soon for this test"
+        else:
+            subprocess.run(["podman", "wait", f"hfuv-job-{job_id}"], capture_output=True,
+                           timeout=30)  # fmt: skip
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR"})
+        assert job["status"]["stage"] == "COMPLETED", job["status"]
+        logs = hfuv("logs", job_id, env=server.env())
+        assert logs.stdout.splitlines() == [f"n {i}" for i in range(60000)]
+    finally:
+        server.stop()
+    assert job["startedAt"] == started
+
+
+def test_a_job_that_ended_with_no_server_keeps_its_own_end_time(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, busybox_image(), "--", "sh", "-c", "sleep 1; exit 3")
+        wait_stage(server, job_id, {"RUNNING"})
+        server.kill()
+        subprocess.run(["podman", "wait", f"hfuv-job-{job_id}"], capture_output=True,
+                       timeout=30)  # fmt: skip
+        ended = time.time()
+        time.sleep(2)  # the next server sees the end 2 s after it happened
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR"})
+        status = job["status"]
+        assert (status["message"], status["exitCode"]) == ("Job failed with exit code: 3", 3)
+        finished = datetime.fromisoformat(job["finishedAt"].replace("Z", "+00:00"))
+        assert abs(finished.timestamp() - ended) < 0.5, (job, ended)
+    finally:
+        server.stop()
+
+
 def test_a_job_whose_container_is_gone_after_a_restart_ends_as_error(tmp_path: Path) -> None:
     server = podman_server(tmp_path / "data")
     try:
@@ -175,7 +226,11 @@ def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
     server = podman_server(tmp_path / "data")
     try:
         job_id = exec_detached(server, "--timeout", "5", busybox_image(), "--", "sleep", "60")
+        live = exec_detached(server, "--timeout", "1", busybox_image(), "--", "sleep", "60")
         wait_stage(server, job_id, {"RUNNING"})
+        live_status = wait_stage(server, live, {"COMPLETED", "ERROR", "CANCELED"})["status"]
+        # Our timer (SIGTERM) or the engine's (SIGKILL, below): the same message and code.
+        assert (live_status["message"], live_status["exitCode"]) == ("Job timeout", 124)
         started = time.monotonic()
         server.kill()
         while containers_of(job_id, running=True):
@@ -183,7 +238,7 @@ def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
             time.sleep(0.2)
         server = podman_server(tmp_path / "data", port=server.port)
         job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
-        assert job["status"]["message"] == "Job timeout"
+        assert (job["status"]["message"], job["status"]["exitCode"]) == ("Job timeout", 124)
     finally:
         server.stop()
 

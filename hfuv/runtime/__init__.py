@@ -99,6 +99,11 @@ class Handle(ABC):
     def usage(self) -> Usage:
         return Usage()
 
+    def finished_at(self) -> float | None:
+        """When the job ended, if the runtime knows (a container's own FinishedAt, which
+        holds for a job that ended while no server ran); None: now."""
+        return None
+
     def release(self) -> None:
         """Drop what the runtime keeps for an ended job (a container, say)."""
         return None
