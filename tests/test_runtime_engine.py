@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hfuv.runtime import Launch, Mount, containerlog
-from hfuv.runtime.engine import container_env, engine_argv, parse_size, parse_time
+from hfuv.runtime.engine import cdi_declares, container_env, engine_argv, parse_size, parse_time
 from hfuv.server.store import JobRecord, Store
 from tests.conftest import ServerProcess, hfuv, write
 from tests.images import needs_podman
@@ -235,3 +235,15 @@ def test_engine_times_of_podman_and_docker() -> None:
     assert parse_time("2026-12-02T04:03:41.5395346+01:00") == pytest.approx(at, abs=1e-5)
     assert parse_time("0001-01-01 00:00:00 +0000 UTC") is None  # not ended
     assert parse_time("") is None
+
+
+def test_a_cdi_spec_is_found_by_the_device_kind_it_names(tmp_path: Path) -> None:
+    etc, run = tmp_path / "etc-cdi", tmp_path / "run-cdi"
+    write(etc / "other.yaml", 'cdiVersion: "0.5.0"\nkind: vendor.com/fpga\n')
+    write(etc / "notes.txt", "kind: nvidia.com/gpu\n")  # not a spec
+    folders = (str(etc), str(run))
+    assert not cdi_declares("nvidia.com/gpu", folders)
+    write(run / "nvidia.json", '{"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": []}')
+    assert cdi_declares("nvidia.com/gpu", folders)
+    write(etc / "nvidia.yaml", "---\ncdiVersion: 0.5.0\nkind: 'nvidia.com/gpu'\n")
+    assert cdi_declares("nvidia.com/gpu", (str(etc),))

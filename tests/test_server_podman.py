@@ -67,7 +67,20 @@ def test_jobs_run_in_their_images(tmp_path: Path) -> None:
         assert containers_of(uv_job.stderr.split("job me/")[1].split()[0], running=False) == []
     finally:
         server.stop()
-    assert "runtime: podman 4" in (server.process.stderr.read() if server.process else "")
+    said = server.process.stderr.read() if server.process else ""
+    assert "runtime: podman 4" in said
+    assert "CDI" not in said  # no GPUs here, no warning about them
+
+
+def test_declared_gpus_without_a_cdi_spec_are_a_start_up_warning(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--runtime", "podman", "--gpus", "0").start()
+    server.stop()
+    said = server.process.stderr.read() if server.process else ""
+    assert (
+        "warning: podman has no CDI spec for nvidia.com/gpu (in /etc/cdi or /var/run/cdi), so "
+        "GPU jobs will fail to start; generate one with `nvidia-ctk cdi generate "
+        "--output=/etc/cdi/nvidia.yaml`\n"
+    ) in said, said
 
 
 def test_the_official_client_runs_jobs_in_their_images(tmp_path: Path) -> None:

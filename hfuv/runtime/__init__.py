@@ -142,6 +142,10 @@ class Runtime(ABC):
         """Whether jobs survive a server restart (re-attached by `reattach`)."""
         return False
 
+    def gpu_problem(self) -> str | None:
+        """Why jobs given GPUs would fail to start with this runtime here, or None."""
+        return None
+
 
 class RuntimeFailure(Exception):
     """A job could not be started; the message says why, for the job's status."""

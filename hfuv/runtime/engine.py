@@ -57,6 +57,22 @@ CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_DIR")
 CERTIFICATES_IN_CONTAINER = "/run/hfuv/certs"
 
 
+CDI_GPU_KIND = "nvidia.com/gpu"
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # where podman looks for CDI specs
+_CDI_KIND = re.compile(r"""(?<![\w-])["']?kind["']?\s*:\s*["']?([\w./-]+)""")
+
+
+def cdi_declares(kind: str, folders: Iterable[str] = CDI_SPEC_DIRS) -> bool:
+    """Whether a CDI spec (YAML or JSON) in `folders` names the device kind `kind`."""
+    for folder in folders:
+        for spec in sorted(Path(folder).glob("*")) if os.path.isdir(folder) else ():
+            if spec.suffix in (".yaml", ".yml", ".json"):
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if kind in _CDI_KIND.findall(spec.read_text()):
+                        return True
+    return False
+
+
 def container_name(job_id: str) -> str:
     return NAME_PREFIX + job_id
 
@@ -228,6 +244,13 @@ class EngineRuntime(Runtime):
     @property
     def restartable(self) -> bool:
         return True
+
+    def gpu_problem(self) -> str | None:
+        if self.kind != "podman" or cdi_declares(CDI_GPU_KIND):
+            return None
+        return (f"podman has no CDI spec for {CDI_GPU_KIND} (in {' or '.join(CDI_SPEC_DIRS)}), so "
+                "GPU jobs will fail to start; generate one with `nvidia-ctk cdi generate "
+                "--output=/etc/cdi/nvidia.yaml`")  # fmt: skip
 
     def _write_env_file(self, workdir: Path, env: Mapping[str, str]) -> Path:
         for name, value in env.items():
