@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from hfuv.runtime import Launch, Mount, containerlog
-from hfuv.runtime.engine import cdi_declares, container_env, engine_argv, parse_size, parse_time
+from hfuv.runtime.engine import (
+    cdi_declares,
+    container_env,
+    engine_argv,
+    parse_size,
+    parse_time,
+    reference_problem,
+)
 from hfuv.server.store import JobRecord, Store
 from tests.conftest import ServerProcess, hfuv, write
 from tests.images import needs_podman
@@ -247,3 +254,32 @@ def test_a_cdi_spec_is_found_by_the_device_kind_it_names(tmp_path: Path) -> None
     assert cdi_declares("nvidia.com/gpu", folders)
     write(etc / "nvidia.yaml", "---\ncdiVersion: 0.5.0\nkind: 'nvidia.com/gpu'\n")
     assert cdi_declares("nvidia.com/gpu", (str(etc),))
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("image", [
+    "ubuntu", "ubuntu:22.04", "library/ubuntu:Latest", "ghcr.io/astral-sh/uv:python3.12-bookworm",
+    "nvcr.io/nvidia/pytorch:24.01-py3", "localhost:5000/a/b", "127.0.0.1:5000/x",
+    "[::1]:5000/x:tag", "a__b", "a--b.c_d", f"x@{DIGEST}", f"x:1@{DIGEST}",
+    "registry.hf.space/user-space:latest", "My.Registry:443/team/app", "a" * 255,
+])  # fmt: skip
+def test_image_references_the_engines_take_are_taken(image: str) -> None:
+    assert reference_problem(image) is None
+
+
+@pytest.mark.parametrize("image", [
+    "Bad Image!!", "ubuntu:", ":tag", "a//b", "-a", "a_", "a:tag with space", "x@sha256:abc",
+    "x:" + "t" * 129, "x:é", "a" * 256, "",
+])  # fmt: skip
+def test_image_references_the_engines_refuse_are_refused(image: str) -> None:
+    problem = reference_problem(image)
+    assert problem is not None and problem.startswith(f"invalid image {image!r}: not an image ")
+
+
+def test_an_uppercase_repository_is_refused_as_such() -> None:
+    assert reference_problem("Ubuntu:22.04") == (
+        "invalid image 'Ubuntu:22.04': repository names must be lowercase (e.g. ubuntu:22.04 or "
+        "ghcr.io/astral-sh/uv:debian)"
+    )

@@ -3,11 +3,13 @@ image, through real podman, on images built here (tests/images.py)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -320,6 +322,58 @@ def test_docker_runtime_holds_the_timeout_with_the_server_down(
         server = ServerProcess(tmp_path / "data", "--runtime", "docker", port=server.port).start()
         job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
         assert job["status"]["message"] == "Job timeout"
+    finally:
+        server.stop()
+
+
+class SlowRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry that takes 1.5 s to say it has nothing."""
+
+    def do_GET(self) -> None:
+        time.sleep(1.5)
+        self.send_error(404)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_pull_shows_in_the_job_s_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowRegistry)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{registry.server_address[1]}"
+    insecure = write(tmp_path / "registries.conf",
+                     f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')  # fmt: skip
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(insecure))
+    image = f"{address}/hfuv-test/slow:1"
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, image, "--", "true")
+        pulling = wait_stage(server, job_id, {"SCHEDULING"})["status"]
+        deadline = time.monotonic() + 10
+        while pulling["stage"] == "SCHEDULING" and not pulling.get("message"):
+            assert time.monotonic() < deadline
+            pulling = api(server, f"/api/jobs/me/{job_id}")[1]["status"]
+        assert pulling == {"stage": "SCHEDULING", "message": f"Pulling image {image}"}
+        failed = wait_stage(server, job_id, {"ERROR"})["status"]["message"]
+        assert failed.startswith(f"Job failed to start: image {image} not found locally and "
+                                 "could not be pulled: ")  # fmt: skip
+    finally:
+        server.stop()
+        registry.shutdown()
+
+
+def test_an_invalid_image_reference_is_refused_at_create(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        created = hfuv("exec", "Bad Image!!", "--", "true", env=server.env())
+        assert created.code != 0 and created.stdout == ""
+        assert "invalid image 'Bad Image!!': not an image reference" in created.stderr
+        body = {"dockerImage": "Bad Image!!", "command": ["true"], "flavor": "cpu-basic"}
+        status, answer = api(server, "/api/jobs/me", method="POST", body=body)
+        assert status == 400 and "invalid image 'Bad Image!!'" in str(answer), answer
+        assert api(server, "/api/jobs/me")[1] == []  # no job created
     finally:
         server.stop()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +141,15 @@ class Runtime(ABC):
     def restartable(self) -> bool:
         """Whether jobs survive a server restart (re-attached by `reattach`)."""
         return False
+
+    def image_problem(self, image: str) -> str | None:
+        """Why `image` can never be run by this runtime (not an image reference), or None."""
+        return None
+
+    def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
+        """Get what the job needs before it can start (its image, pulled), saying what it does
+        with `status` when that takes a while."""
+        return None
 
     def gpu_problem(self) -> str | None:
         """Why jobs given GPUs would fail to start with this runtime here, or None."""

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -71,6 +71,31 @@ def cdi_declares(kind: str, folders: Iterable[str] = CDI_SPEC_DIRS) -> bool:
                     if kind in _CDI_KIND.findall(spec.read_text()):
                         return True
     return False
+
+
+# An image reference, as the engines parse it (github.com/distribution/reference's grammar):
+# [HOST[:PORT]/]PATH[:TAG][@DIGEST], PATH of lowercase components joined by `/`.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:(?:{_HOST}|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?(?P<name>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+IMAGE_EXAMPLE = "e.g. ubuntu:22.04 or ghcr.io/astral-sh/uv:debian"
+
+
+def reference_problem(image: str) -> str | None:
+    """Why `image` is not an image reference an engine can pull, or None when it is."""
+    match = _REFERENCE.fullmatch(image)
+    if match and match.end("name") <= 255:  # the engines' longest name, host included
+        return None
+    if image != image.lower() and _REFERENCE.fullmatch(image.lower()):
+        return f"invalid image {image!r}: repository names must be lowercase ({IMAGE_EXAMPLE})"
+    return (f"invalid image {image!r}: not an image reference [HOST[:PORT]/]NAME[:TAG][@DIGEST] "
+            f"with a lowercase NAME of letters, digits and . _ - / ({IMAGE_EXAMPLE})")  # fmt: skip
 
 
 def container_name(job_id: str) -> str:
@@ -204,10 +229,18 @@ class EngineRuntime(Runtime):
             handle.watchdog = self._watchdog(name, launch.timeout_seconds)
         return handle
 
-    def ensure_image(self, image: str) -> None:
+    def image_problem(self, image: str) -> str | None:
+        return reference_problem(image)
+
+    def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
+        self.ensure_image(launch.image, status)
+
+    def ensure_image(self, image: str, status: Callable[[str], None] | None = None) -> None:
         """Pull `image` when it is missing, with the engine's progress on a terminal."""
         if self.command("image", "inspect", "--format", "{{.Id}}", image).returncode == 0:
             return
+        if status is not None:
+            status(f"Pulling image {image}")
         show = sys.stderr.isatty()
         if show:
             print(f"pulling {image} ...", file=sys.stderr, flush=True)

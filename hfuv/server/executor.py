@@ -190,7 +190,10 @@ class Executor:
         return cpus, memory
 
     def refusal(self, spec: Mapping[str, object]) -> str | None:
-        """Why a job of this spec can never run here (its flavor's GPUs), or None."""
+        """Why a job of this spec can never run here (its image, its flavor's GPUs), or None."""
+        image = spec.get("dockerImage")
+        if isinstance(image, str) and (problem := self.runtime.image_problem(image)):
+            return problem
         return capacity.refusal(flavor_of(spec), self.gpus)
 
     @property
@@ -375,6 +378,7 @@ class Executor:
 
     def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
         launch = self.launch_of(record, gpus)
+        self.runtime.prepare(launch, lambda doing: self.store.update(record.id, message=doing))
         notes = [capacity.limits(flavor_of(record.spec), self.capacity)[2]]
         if gpus:
             notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
