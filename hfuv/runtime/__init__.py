@@ -147,8 +147,8 @@ class Runtime(ABC):
         return None
 
     def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
-        """Get what the job needs before it can start (its image, pulled), saying what it does
-        with `status` when that takes a while."""
+        """Get what the job needs to start (its image, pulled), before `start`, saying what it
+        does with `status` when that takes a while."""
         return None
 
     def gpu_problem(self) -> str | None:

@@ -203,7 +203,6 @@ class EngineRuntime(Runtime):
     def start(self, launch: Launch) -> Handle:
         if not launch.image:
             raise RuntimeFailure("the job has no image (dockerImage) to run")
-        self.ensure_image(launch.image)
         env = container_env(launch, self.environ)
         in_file = {name: value for name, value in env.items() if name in ENGINE_VARIABLES}
         by_name = {name: value for name, value in env.items() if name not in in_file}
@@ -233,7 +232,8 @@ class EngineRuntime(Runtime):
         return reference_problem(image)
 
     def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
-        self.ensure_image(launch.image, status)
+        if launch.image:  # else start() says the job has none
+            self.ensure_image(launch.image, status)
 
     def ensure_image(self, image: str, status: Callable[[str], None] | None = None) -> None:
         """Pull `image` when it is missing, with the engine's progress on a terminal."""
@@ -474,6 +474,7 @@ def run_attached(runtime: EngineRuntime, launch: Launch) -> tuple[int, bool]:
     """`hfuv run --local --runtime ENGINE`: run the job's container with its output on this
     terminal (stdout to stdout, stderr to stderr); Ctrl-C stops it. → (the job's exit code,
     whether its timeout ended it)."""
+    runtime.ensure_image(launch.image)
     deadline = time.monotonic() + launch.timeout_seconds  # before the engine's own timer starts
     handle = runtime.start(launch)
     assert isinstance(handle, EngineHandle)
