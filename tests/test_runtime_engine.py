@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hfuv.runtime import Launch, Mount
-from hfuv.runtime.engine import container_env, engine_argv, parse_size
+from hfuv.runtime import Launch, Mount, containerlog
+from hfuv.runtime.engine import (
+    cdi_declares,
+    container_env,
+    engine_argv,
+    parse_size,
+    parse_time,
+    reference_problem,
+)
 from hfuv.server.store import JobRecord, Store
 from tests.conftest import ServerProcess, hfuv, write
 from tests.images import needs_podman
@@ -39,7 +46,7 @@ def test_podman_flags_are_exact_and_hold_no_value() -> None:
         "podman", "run", "-d", "--pull", "never", "--init",
         "--name", "hfuv-job-0123456789abcdef01234567",
         "--label", "hfuv.job=0123456789abcdef01234567",
-        "--timeout", "300",
+        "--timeout", "300", "--log-driver", "k8s-file",
         "--env", "HF_TOKEN", "--env", "MODE",
         "--cpus", "2", "--memory", str(16 * 1024**3),
         "--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=3",
@@ -197,3 +204,82 @@ def test_a_host_job_does_not_outlive_its_timeout_with_the_server_down(tmp_path: 
             time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_the_container_log_joins_partial_lines_per_stream_and_skips_what_was_logged(
+    tmp_path: Path,
+) -> None:
+    log = write(tmp_path / "ctr.log", "".join(f"2026-12-02T03:03:48.18+00:00 {line}\n" for line in (
+        "stdout P abc", "stderr F err 1", "stdout F def", "stdout F ", "stdout F a  b ",
+        "stderr P tail",
+    )))  # fmt: skip
+    read = list(containerlog.records(log, ended=lambda: True))
+    assert read[:2] == [("stdout", b"abc", False), ("stderr", b"err 1", True)]
+    lines = list(containerlog.lines(read))
+    assert lines == [b"err 1\n", b"abcdef\n", b"\n", b"a  b \n", b"tail"]
+    assert list(containerlog.lines(read, skip=2)) == lines[2:]
+
+
+def test_the_container_log_is_tailed_until_the_container_has_ended(tmp_path: Path) -> None:
+    log = write(tmp_path / "ctr.log", "T stdout F one\nT stdout F tw")  # conmon mid-write
+    checks = []
+
+    def ended() -> bool:  # the container ends while the reader waits; conmon finishes the line
+        checks.append(1)
+        if len(checks) == 3:
+            with log.open("a") as out:
+                out.write("o\nT stdout F three\n")
+        return len(checks) >= 3
+
+    read = list(containerlog.lines(containerlog.records(log, ended)))
+    assert read == [b"one\n", b"two\n", b"three\n"]
+
+
+def test_engine_times_of_podman_and_docker() -> None:
+    at = 1796180621.539534
+    assert parse_time("2026-12-02 03:03:41.539534635 +0000 UTC") == pytest.approx(at, abs=1e-5)
+    assert parse_time("2026-12-02T03:03:41.539534635Z") == pytest.approx(at, abs=1e-5)
+    assert parse_time("2026-12-02T04:03:41.5395346+01:00") == pytest.approx(at, abs=1e-5)
+    assert parse_time("0001-01-01 00:00:00 +0000 UTC") is None  # not ended
+    assert parse_time("") is None
+
+
+def test_a_cdi_spec_is_found_by_the_device_kind_it_names(tmp_path: Path) -> None:
+    etc, run = tmp_path / "etc-cdi", tmp_path / "run-cdi"
+    write(etc / "other.yaml", 'cdiVersion: "0.5.0"\nkind: vendor.com/fpga\n')
+    write(etc / "notes.txt", "kind: nvidia.com/gpu\n")  # not a spec
+    folders = (str(etc), str(run))
+    assert not cdi_declares("nvidia.com/gpu", folders)
+    write(run / "nvidia.json", '{"cdiVersion": "0.5.0", "kind": "nvidia.com/gpu", "devices": []}')
+    assert cdi_declares("nvidia.com/gpu", folders)
+    write(etc / "nvidia.yaml", "---\ncdiVersion: 0.5.0\nkind: 'nvidia.com/gpu'\n")
+    assert cdi_declares("nvidia.com/gpu", (str(etc),))
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("image", [
+    "ubuntu", "ubuntu:22.04", "library/ubuntu:Latest", "ghcr.io/astral-sh/uv:python3.12-bookworm",
+    "nvcr.io/nvidia/pytorch:24.01-py3", "localhost:5000/a/b", "127.0.0.1:5000/x",
+    "[::1]:5000/x:tag", "a__b", "a--b.c_d", f"x@{DIGEST}", f"x:1@{DIGEST}",
+    "registry.hf.space/user-space:latest", "My.Registry:443/team/app", "a" * 255,
+])  # fmt: skip
+def test_image_references_the_engines_take_are_taken(image: str) -> None:
+    assert reference_problem(image) is None
+
+
+@pytest.mark.parametrize("image", [
+    "Bad Image!!", "ubuntu:", ":tag", "a//b", "-a", "a_", "a:tag with space", "x@sha256:abc",
+    "x:" + "t" * 129, "x:é", "a" * 256, "",
+])  # fmt: skip
+def test_image_references_the_engines_refuse_are_refused(image: str) -> None:
+    problem = reference_problem(image)
+    assert problem is not None and problem.startswith(f"invalid image {image!r}: not an image ")
+
+
+def test_an_uppercase_repository_is_refused_as_such() -> None:
+    assert reference_problem("Ubuntu:22.04") == (
+        "invalid image 'Ubuntu:22.04': repository names must be lowercase (e.g. ubuntu:22.04 or "
+        "ghcr.io/astral-sh/uv:debian)"
+    )

@@ -3,14 +3,17 @@ image, through real podman, on images built here (tests/images.py)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,20 @@ def test_jobs_run_in_their_images(tmp_path: Path) -> None:
         assert containers_of(uv_job.stderr.split("job me/")[1].split()[0], running=False) == []
     finally:
         server.stop()
-    assert "runtime: podman 4" in (server.process.stderr.read() if server.process else "")
+    said = server.process.stderr.read() if server.process else ""
+    assert "runtime: podman 4" in said
+    assert "CDI" not in said  # no GPUs here, no warning about them
+
+
+def test_declared_gpus_without_a_cdi_spec_are_a_start_up_warning(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--runtime", "podman", "--gpus", "0").start()
+    server.stop()
+    said = server.process.stderr.read() if server.process else ""
+    assert (
+        "warning: podman has no CDI spec for nvidia.com/gpu (in /etc/cdi or /var/run/cdi), so "
+        "GPU jobs will fail to start; generate one with `nvidia-ctk cdi generate "
+        "--output=/etc/cdi/nvidia.yaml`\n"
+    ) in said, said
 
 
 def test_the_official_client_runs_jobs_in_their_images(tmp_path: Path) -> None:
@@ -154,6 +170,56 @@ def test_a_restarted_server_reattaches_and_the_log_is_whole(tmp_path: Path) -> N
         server.stop()
 
 
+# 60,000 lines as fast as Python prints them, in bursts; `podman logs -f` loses some of these.
+SIXTY_THOUSAND_LINES = (
+    "import time\nfor i in range(60000):\n print('n', i)\n if i % 1000 == 0: time.sleep(0.05)\n"
+)
+
+
+@pytest.mark.parametrize("restart", ["while it runs", "after it ended"])
+def test_a_fast_writer_s_log_is_whole_across_a_restart(tmp_path: Path, restart: str) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, uv_image(), "--", "python3", "-c", SIXTY_THOUSAND_LINES)
+        started = wait_stage(server, job_id, {"RUNNING"})["startedAt"]
+        time.sleep(1.5)
+        server.kill()  # mid-way: SIGKILL, no chance to tidy up
+        if restart == "while it runs":
+            time.sleep(1)
+            assert containers_of(job_id, running=True), "the job ended too soon for this test"
+        else:
+            subprocess.run(["podman", "wait", f"hfuv-job-{job_id}"], capture_output=True,
+                           timeout=30)  # fmt: skip
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR"})
+        assert job["status"]["stage"] == "COMPLETED", job["status"]
+        logs = hfuv("logs", job_id, env=server.env())
+        assert logs.stdout.splitlines() == [f"n {i}" for i in range(60000)]
+    finally:
+        server.stop()
+    assert job["startedAt"] == started
+
+
+def test_a_job_that_ended_with_no_server_keeps_its_own_end_time(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, busybox_image(), "--", "sh", "-c", "sleep 1; exit 3")
+        wait_stage(server, job_id, {"RUNNING"})
+        server.kill()
+        subprocess.run(["podman", "wait", f"hfuv-job-{job_id}"], capture_output=True,
+                       timeout=30)  # fmt: skip
+        ended = time.time()
+        time.sleep(2)  # the next server sees the end 2 s after it happened
+        server = podman_server(tmp_path / "data", port=server.port)
+        job = wait_stage(server, job_id, {"COMPLETED", "ERROR"})
+        status = job["status"]
+        assert (status["message"], status["exitCode"]) == ("Job failed with exit code: 3", 3)
+        finished = datetime.fromisoformat(job["finishedAt"].replace("Z", "+00:00"))
+        assert abs(finished.timestamp() - ended) < 0.5, (job, ended)
+    finally:
+        server.stop()
+
+
 def test_a_job_whose_container_is_gone_after_a_restart_ends_as_error(tmp_path: Path) -> None:
     server = podman_server(tmp_path / "data")
     try:
@@ -175,7 +241,11 @@ def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
     server = podman_server(tmp_path / "data")
     try:
         job_id = exec_detached(server, "--timeout", "5", busybox_image(), "--", "sleep", "60")
+        live = exec_detached(server, "--timeout", "1", busybox_image(), "--", "sleep", "60")
         wait_stage(server, job_id, {"RUNNING"})
+        live_status = wait_stage(server, live, {"COMPLETED", "ERROR", "CANCELED"})["status"]
+        # Our timer (SIGTERM) or the engine's (SIGKILL, below): the same message and code.
+        assert (live_status["message"], live_status["exitCode"]) == ("Job timeout", 124)
         started = time.monotonic()
         server.kill()
         while containers_of(job_id, running=True):
@@ -183,7 +253,7 @@ def test_timeout_holds_while_the_server_is_down(tmp_path: Path) -> None:
             time.sleep(0.2)
         server = podman_server(tmp_path / "data", port=server.port)
         job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
-        assert job["status"]["message"] == "Job timeout"
+        assert (job["status"]["message"], job["status"]["exitCode"]) == ("Job timeout", 124)
     finally:
         server.stop()
 
@@ -252,6 +322,58 @@ def test_docker_runtime_holds_the_timeout_with_the_server_down(
         server = ServerProcess(tmp_path / "data", "--runtime", "docker", port=server.port).start()
         job = wait_stage(server, job_id, {"COMPLETED", "ERROR", "CANCELED"})
         assert job["status"]["message"] == "Job timeout"
+    finally:
+        server.stop()
+
+
+class SlowRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry that takes 1.5 s to say it has nothing."""
+
+    def do_GET(self) -> None:
+        time.sleep(1.5)
+        self.send_error(404)
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_pull_shows_in_the_job_s_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowRegistry)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{registry.server_address[1]}"
+    insecure = write(tmp_path / "registries.conf",
+                     f'[[registry]]\nlocation = "{address}"\ninsecure = true\n')  # fmt: skip
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(insecure))
+    image = f"{address}/hfuv-test/slow:1"
+    server = podman_server(tmp_path / "data")
+    try:
+        job_id = exec_detached(server, image, "--", "true")
+        pulling = wait_stage(server, job_id, {"SCHEDULING"})["status"]
+        deadline = time.monotonic() + 10
+        while pulling["stage"] == "SCHEDULING" and not pulling.get("message"):
+            assert time.monotonic() < deadline
+            pulling = api(server, f"/api/jobs/me/{job_id}")[1]["status"]
+        assert pulling == {"stage": "SCHEDULING", "message": f"Pulling image {image}"}
+        failed = wait_stage(server, job_id, {"ERROR"})["status"]["message"]
+        assert failed.startswith(f"Job failed to start: image {image} not found locally and "
+                                 "could not be pulled: ")  # fmt: skip
+    finally:
+        server.stop()
+        registry.shutdown()
+
+
+def test_an_invalid_image_reference_is_refused_at_create(tmp_path: Path) -> None:
+    server = podman_server(tmp_path / "data")
+    try:
+        created = hfuv("exec", "Bad Image!!", "--", "true", env=server.env())
+        assert created.code != 0 and created.stdout == ""
+        assert "invalid image 'Bad Image!!': not an image reference" in created.stderr
+        body = {"dockerImage": "Bad Image!!", "command": ["true"], "flavor": "cpu-basic"}
+        status, answer = api(server, "/api/jobs/me", method="POST", body=body)
+        assert status == 400 and "invalid image 'Bad Image!!'" in str(answer), answer
+        assert api(server, "/api/jobs/me")[1] == []  # no job created
     finally:
         server.stop()
 

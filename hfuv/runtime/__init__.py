@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,11 @@ class Handle(ABC):
     def usage(self) -> Usage:
         return Usage()
 
+    def finished_at(self) -> float | None:
+        """When the job ended, if the runtime knows (a container's own FinishedAt, which
+        holds for a job that ended while no server ran); None: now."""
+        return None
+
     def release(self) -> None:
         """Drop what the runtime keeps for an ended job (a container, say)."""
         return None
@@ -136,6 +141,19 @@ class Runtime(ABC):
     def restartable(self) -> bool:
         """Whether jobs survive a server restart (re-attached by `reattach`)."""
         return False
+
+    def image_problem(self, image: str) -> str | None:
+        """Why `image` can never be run by this runtime (not an image reference), or None."""
+        return None
+
+    def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
+        """Get what the job needs to start (its image, pulled), before `start`, saying what it
+        does with `status` when that takes a while."""
+        return None
+
+    def gpu_problem(self) -> str | None:
+        """Why jobs given GPUs would fail to start with this runtime here, or None."""
+        return None
 
 
 class RuntimeFailure(Exception):

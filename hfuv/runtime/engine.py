@@ -14,16 +14,27 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 
-from hfuv.runtime import KILL_GRACE_SECONDS, Handle, Launch, Mount, Runtime, RuntimeFailure, Usage
+from hfuv.runtime import (
+    KILL_GRACE_SECONDS,
+    Handle,
+    Launch,
+    Mount,
+    Runtime,
+    RuntimeFailure,
+    Usage,
+    containerlog,
+)
 
 NAME_PREFIX = "hfuv-job-"
 # What the engine's own CLI reads from its environment: a job's variable of one of these names
@@ -44,6 +55,47 @@ PROXY_VARIABLES = tuple(
 # The host's certificate settings, mounted read-only and pointed at inside the container.
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_DIR")
 CERTIFICATES_IN_CONTAINER = "/run/hfuv/certs"
+
+
+CDI_GPU_KIND = "nvidia.com/gpu"
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # where podman looks for CDI specs
+_CDI_KIND = re.compile(r"""(?<![\w-])["']?kind["']?\s*:\s*["']?([\w./-]+)""")
+
+
+def cdi_declares(kind: str, folders: Iterable[str] = CDI_SPEC_DIRS) -> bool:
+    """Whether a CDI spec (YAML or JSON) in `folders` names the device kind `kind`."""
+    for folder in folders:
+        for spec in sorted(Path(folder).glob("*")) if os.path.isdir(folder) else ():
+            if spec.suffix in (".yaml", ".yml", ".json"):
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if kind in _CDI_KIND.findall(spec.read_text()):
+                        return True
+    return False
+
+
+# An image reference, as the engines parse it (github.com/distribution/reference's grammar):
+# [HOST[:PORT]/]PATH[:TAG][@DIGEST], PATH of lowercase components joined by `/`.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = rf"{_LABEL}(?:\.{_LABEL})*"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:(?:{_HOST}|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?(?P<name>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+IMAGE_EXAMPLE = "e.g. ubuntu:22.04 or ghcr.io/astral-sh/uv:debian"
+
+
+def reference_problem(image: str) -> str | None:
+    """Why `image` is not an image reference an engine can pull, or None when it is."""
+    match = _REFERENCE.fullmatch(image)
+    if match and match.end("name") <= 255:  # the engines' longest name, host included
+        return None
+    if image != image.lower() and _REFERENCE.fullmatch(image.lower()):
+        return f"invalid image {image!r}: repository names must be lowercase ({IMAGE_EXAMPLE})"
+    return (f"invalid image {image!r}: not an image reference [HOST[:PORT]/]NAME[:TAG][@DIGEST] "
+            f"with a lowercase NAME of letters, digits and . _ - / ({IMAGE_EXAMPLE})")  # fmt: skip
 
 
 def container_name(job_id: str) -> str:
@@ -87,8 +139,8 @@ def engine_argv(
     engine takes them from its own environment by name, or from `env_file`)."""
     argv = [kind, "run", "-d", "--pull", "never", "--init", "--name",
             container_name(launch.job_id), "--label", f"hfuv.job={launch.job_id}"]  # fmt: skip
-    if kind == "podman":
-        argv += ["--timeout", str(launch.timeout_seconds)]
+    if kind == "podman":  # its log file is read directly (hfuv.runtime.containerlog)
+        argv += ["--timeout", str(launch.timeout_seconds), "--log-driver", "k8s-file"]
     else:  # docker stop's grace; the timeout itself is the watchdog's (see the module doc)
         argv += ["--stop-timeout", str(math.ceil(KILL_GRACE_SECONDS))]
     for name in container_env(launch, environ):
@@ -151,7 +203,6 @@ class EngineRuntime(Runtime):
     def start(self, launch: Launch) -> Handle:
         if not launch.image:
             raise RuntimeFailure("the job has no image (dockerImage) to run")
-        self.ensure_image(launch.image)
         env = container_env(launch, self.environ)
         in_file = {name: value for name, value in env.items() if name in ENGINE_VARIABLES}
         by_name = {name: value for name, value in env.items() if name not in in_file}
@@ -177,10 +228,19 @@ class EngineRuntime(Runtime):
             handle.watchdog = self._watchdog(name, launch.timeout_seconds)
         return handle
 
-    def ensure_image(self, image: str) -> None:
+    def image_problem(self, image: str) -> str | None:
+        return reference_problem(image)
+
+    def prepare(self, launch: Launch, status: Callable[[str], None]) -> None:
+        if launch.image:  # else start() says the job has none
+            self.ensure_image(launch.image, status)
+
+    def ensure_image(self, image: str, status: Callable[[str], None] | None = None) -> None:
         """Pull `image` when it is missing, with the engine's progress on a terminal."""
         if self.command("image", "inspect", "--format", "{{.Id}}", image).returncode == 0:
             return
+        if status is not None:
+            status(f"Pulling image {image}")
         show = sys.stderr.isatty()
         if show:
             print(f"pulling {image} ...", file=sys.stderr, flush=True)
@@ -218,6 +278,13 @@ class EngineRuntime(Runtime):
     def restartable(self) -> bool:
         return True
 
+    def gpu_problem(self) -> str | None:
+        if self.kind != "podman" or cdi_declares(CDI_GPU_KIND):
+            return None
+        return (f"podman has no CDI spec for {CDI_GPU_KIND} (in {' or '.join(CDI_SPEC_DIRS)}), so "
+                "GPU jobs will fail to start; generate one with `nvidia-ctk cdi generate "
+                "--output=/etc/cdi/nvidia.yaml`")  # fmt: skip
+
     def _write_env_file(self, workdir: Path, env: Mapping[str, str]) -> Path:
         for name, value in env.items():
             if "\n" in value:
@@ -247,14 +314,21 @@ class EngineHandle(Handle):
         self.job_id = name.removeprefix(NAME_PREFIX)
         self.skip_lines = skip_lines
         self.watchdog: subprocess.Popen[bytes] | None = None  # docker's timeout, see above
+        self._ended = threading.Event()
+        self._code = 137
+        self._waiter: threading.Thread | None = None
 
     @property
     def reference(self) -> str:
         return self.name
 
     def output(self) -> Iterator[bytes]:
-        """`ENGINE logs -f`: stdout and stderr in the order the container wrote them, after
-        the lines an earlier server already logged."""
+        """stdout and stderr in the order the container wrote them, after the lines an earlier
+        server already logged: podman's log file, else `ENGINE logs -f`."""
+        log = self.log_file()
+        if log is not None:
+            yield from containerlog.lines(self.records(log), self.skip_lines)
+            return
         logs = self.follow(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert logs.stdout is not None
         skip = self.skip_lines
@@ -268,6 +342,22 @@ class EngineHandle(Handle):
             logs.kill()
             logs.wait()
 
+    def log_file(self) -> Path | None:
+        """The container's k8s-file log, where it has one (podman), else None."""
+        if self.runtime.kind != "podman":
+            return None
+        done = self.runtime.command("container", "inspect", "--format",
+                                    "{{.HostConfig.LogConfig.Type}} {{.HostConfig.LogConfig.Path}}",
+                                    self.name)  # fmt: skip
+        kind, _, path = done.stdout.strip().partition(" ")
+        if done.returncode != 0 or kind != "k8s-file" or not os.path.isfile(path):
+            return None
+        return Path(path)
+
+    def records(self, log: Path) -> Iterator[containerlog.Record]:
+        self._start_waiting()
+        return containerlog.records(log, self._ended.is_set)
+
     def follow(self, **streams: int | None) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [self.runtime.binary, "logs", "-f", self.name], env=self.runtime.engine_env,
@@ -276,12 +366,34 @@ class EngineHandle(Handle):
         )  # fmt: skip
 
     def wait(self) -> int:
-        done = self.runtime.command("wait", self.name, timeout=None)
+        self._start_waiting()
+        assert self._waiter is not None
+        self._waiter.join()
+        return self._code
+
+    def finished_at(self) -> float | None:
+        done = self.runtime.command("container", "inspect", "--format", "{{.State.FinishedAt}}",
+                                    self.name)  # fmt: skip
+        return parse_time(done.stdout) if done.returncode == 0 else None
+
+    def _start_waiting(self) -> None:
+        """`ENGINE wait` in a thread of its own, from the first call on: the log's reader
+        learns from it that the container has exited."""
+        if self._waiter is None:
+            self._waiter = threading.Thread(target=self._wait, daemon=True,
+                                            name=f"wait-{self.name}")  # fmt: skip
+            self._waiter.start()
+
+    def _wait(self) -> None:
         try:
+            done = self.runtime.command("wait", self.name, timeout=None)
             code = int(done.stdout.split()[-1])
-        except (IndexError, ValueError):
-            return 137  # gone without an exit code: removed, so killed
-        return 137 if code < 0 else code  # podman reports a container its --timeout killed as -1
+            # podman reports a container its --timeout killed as -1
+            self._code = 137 if code < 0 else code
+        except (RuntimeFailure, IndexError, ValueError):
+            self._code = 137  # gone without an exit code: removed, so killed
+        finally:
+            self._ended.set()
 
     def terminate(self, grace: float = KILL_GRACE_SECONDS) -> None:
         seconds = str(math.ceil(grace))
@@ -340,10 +452,29 @@ def parse_size(text: str) -> int:
         return 0
 
 
+_TIME = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?\s*(Z|[+-]\d\d:?\d\d)?")
+
+
+def parse_time(text: str) -> float | None:
+    """An engine's time (podman `2026-01-02 03:04:05.123456789 +0000 UTC`, docker
+    `2026-01-02T03:04:05.123456789Z`) → a Unix time; None for none (year 1) or unreadable."""
+    match = _TIME.match(text.strip())
+    if match is None or match.group(1).startswith("0001"):
+        return None
+    day, clock, fraction, offset = match.groups()
+    offset = (offset or "Z").replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(f"{day}T{clock}{offset}")
+    except ValueError:
+        return None
+    return moment.timestamp() + float(f"0.{fraction or 0}")
+
+
 def run_attached(runtime: EngineRuntime, launch: Launch) -> tuple[int, bool]:
     """`hfuv run --local --runtime ENGINE`: run the job's container with its output on this
     terminal (stdout to stdout, stderr to stderr); Ctrl-C stops it. → (the job's exit code,
     whether its timeout ended it)."""
+    runtime.ensure_image(launch.image)
     deadline = time.monotonic() + launch.timeout_seconds  # before the engine's own timer starts
     handle = runtime.start(launch)
     assert isinstance(handle, EngineHandle)
@@ -351,9 +482,8 @@ def run_attached(runtime: EngineRuntime, launch: Launch) -> tuple[int, bool]:
     timer.daemon = True
     timer.start()
     try:
-        logs = handle.follow()
         try:
-            logs.wait()
+            show_output(handle)
             code = handle.wait()
         except KeyboardInterrupt:
             handle.terminate()
@@ -363,3 +493,17 @@ def run_attached(runtime: EngineRuntime, launch: Launch) -> tuple[int, bool]:
     finally:
         timer.cancel()
         handle.release()
+
+
+def show_output(handle: EngineHandle) -> None:
+    """The container's output on this terminal, stdout to stdout and stderr to stderr, until
+    it ends: from podman's log file (partial lines at once), else through `ENGINE logs -f`."""
+    log = handle.log_file()
+    if log is None:
+        handle.follow().wait()
+        return
+    streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    for record in handle.records(log):
+        out = streams.get(record.stream, sys.stdout.buffer)
+        out.write(record.text + b"\n" if record.complete else record.text)
+        out.flush()

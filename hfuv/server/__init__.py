@@ -56,6 +56,8 @@ def serve(
         from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=warnings.append,
     )  # fmt: skip
     runtime, described = choose_runtime(runtime_kind, warnings.append)
+    if gpu_pool.size and (problem := runtime.gpu_problem()):
+        warnings.append(f"warning: {problem}")
     users = {identity.name for identity in tokens.values()}
     # Containers keep jobs apart; on the host, jobs run as users of their own.
     isolate = runtime.kind == "host" and isolates_jobs(
@@ -98,6 +100,7 @@ def serve(
         log_level="warning",
         lifespan="off",
         date_header=False,  # the logs route sets an exact one (clients cut replays at Date + 1s)
+        server_header=False,  # an exposed port's answer carries the job's own, and only that
     )
     server = uvicorn.Server(config)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import shutil
 import threading
@@ -42,6 +43,7 @@ _HEADER = "===== Job started at"
 _ATTEMPT = "===== Attempt "  # then "K of N"
 SHUTDOWN_GRACE_SECONDS = 3.0
 UV_IMAGES = "ghcr.io/astral-sh/uv"  # uv and Python: on the host, the bootstrap gives the same
+TIMEOUT_EXIT_CODE = 124  # a timed-out job's, as timeout(1)'s and `hfuv run`'s own exit code
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 
 
@@ -189,7 +191,10 @@ class Executor:
         return cpus, memory
 
     def refusal(self, spec: Mapping[str, object]) -> str | None:
-        """Why a job of this spec can never run here (its flavor's GPUs), or None."""
+        """Why a job of this spec can never run here (its image, its flavor's GPUs), or None."""
+        image = spec.get("dockerImage")
+        if isinstance(image, str) and (problem := self.runtime.image_problem(image)):
+            return problem
         return capacity.refusal(flavor_of(spec), self.gpus)
 
     @property
@@ -389,6 +394,7 @@ class Executor:
 
     def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
         launch = self.launch_of(record, gpus)
+        self.runtime.prepare(launch, lambda doing: self.store.update(record.id, message=doing))
         notes = [capacity.limits(flavor_of(record.spec), self.capacity)[2]]
         if gpus:
             notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
@@ -445,6 +451,7 @@ class Executor:
             writer.close()
         if self._stopped and self.runtime.restartable:
             return  # the next server re-attaches and records the end
+        ended_at = handle.finished_at() or time.time()  # before the release drops the container
         handle.release()
         with self._cond:
             ending = self._ending.pop(record.id, None)
@@ -452,26 +459,24 @@ class Executor:
             self._release_gpus(record.id)
             self._mounts.pop(record.id, None)
             self._cond.notify_all()
-        if ending is None and code != 0 and time.time() >= deadline:
+        if ending is None and code != 0 and ended_at >= deadline:
             ending = "timeout"  # the runtime's own timer (e.g. while no server ran) ended it
         tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
+        finish = functools.partial(self.store.finish, record.id, at=ended_at)
         if ending == "cancel":
-            self.store.finish(record.id, "CANCELED", "Job canceled", code)
-        elif ending == "timeout":
-            self.store.finish(record.id, "ERROR", f"Job timeout{tries}", code)
+            finish("CANCELED", "Job canceled", code)
+        elif ending == "timeout":  # whichever timer (ours, the engine's) and signal ended it
+            finish("ERROR", f"Job timeout{tries}", TIMEOUT_EXIT_CODE)
         elif ending == "shutdown":
-            self.store.finish(record.id, "ERROR", "The server stopped while the job was running",
-                              code)  # fmt: skip
+            finish("ERROR", "The server stopped while the job was running", code)
         elif unstarted:
-            self.store.finish(record.id, "ERROR", f"Job failed to start (attempt {attempt + 1} "
-                              f"of {attempts}): {unstarted}", code)  # fmt: skip
+            finish("ERROR", f"Job failed to start (attempt {attempt + 1} of {attempts}): "
+                   f"{unstarted}", code)  # fmt: skip
         elif code == 0:
-            self.store.finish(record.id, "COMPLETED", None, 0)
+            finish("COMPLETED", None, 0)
         else:
             unused = self._unused_image_note(record)  # the likely why, on the host runtime
-            self.store.finish(record.id, "ERROR", f"Job failed with exit code: {code}{tries}"
-                              f"{unused}",
-                              code)  # fmt: skip
+            finish("ERROR", f"Job failed with exit code: {code}{tries}{unused}", code)
 
     def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
                why: str) -> Handle | None:  # fmt: skip

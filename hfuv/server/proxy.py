@@ -90,8 +90,10 @@ class ExposeProxy:
         client = self._client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
         self._client = client
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-        upstream = client.build_request(request.method, target, headers=headers,
-                                        content=request.stream() if has_body else None)  # fmt: skip
+        # Not client.build_request: that adds the client's default headers (Accept-Encoding,
+        # User-Agent, ...) and the cookies other jobs' answers set. The job gets what was sent.
+        upstream = httpx.Request(request.method, target, headers=headers,
+                                 content=request.stream() if has_body else None)  # fmt: skip
         try:
             answer = await client.send(upstream, stream=True)
         except httpx.HTTPError as exc:

@@ -139,8 +139,10 @@ class Store:
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
 
-    def finish(self, job_id: str, stage: str, message: str | None, exit_code: int | None) -> bool:
-        """Move a job that is not yet terminal to a terminal stage; False if it already was."""
+    def finish(self, job_id: str, stage: str, message: str | None, exit_code: int | None,
+               at: float | None = None) -> bool:  # fmt: skip
+        """Move a job that is not yet terminal to a terminal stage (ended `at`, else now); False
+        if it already was."""
         terminal = tuple(TERMINAL_STAGES)
         marks = ", ".join("?" for _ in terminal)
         with self._lock:
@@ -148,7 +150,7 @@ class Store:
                 f"UPDATE jobs SET stage = ?, message = COALESCE(?, message), exit_code = ?, "
                 "finished_at = ? "
                 f"WHERE id = ? AND stage NOT IN ({marks})",
-                (stage, message, exit_code, time.time(), job_id, *terminal),
+                (stage, message, exit_code, at or time.time(), job_id, *terminal),
             )
         return cursor.rowcount == 1
 
