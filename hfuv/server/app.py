@@ -34,13 +34,14 @@ from hfuv.server.executor import Executor, attempts_of
 from hfuv.server.logs import LogBook, timestamp
 from hfuv.server.proxy import ExposeProxy, expose_url, exposed
 from hfuv.server.scheduler import Scheduler
-from hfuv.server.store import JobRecord, Store
+from hfuv.server.store import JobRecord, LabelFilter, Store
 from hfuv.server.tokens import Identity, entity_id
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_VALUE_BYTES = 1024 * 1024  # one env value, as on Hugging Face Jobs
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
 
 
 @dataclass
@@ -328,31 +329,37 @@ def job_json(record: JobRecord, server_port: int | None = None) -> dict[str, Any
 
 
 def _list(state: ServerState):
+    """GET /api/jobs/{ns}: newest first, a page at a time, GitHub-style `Link: rel="next"`
+    (what huggingface_hub's paginate follows); the cursor is the last job of the page."""
+
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
-        stages = {s.upper() for s in request.query_params.getlist("stage")}
-        wanted = [label.partition("=") for label in request.query_params.getlist("label")]
-        jobs = [
-            record
-            for record in state.store.list(namespace)
-            if (not stages or record.stage in stages)
-            and all(
-                key in record.labels and (not sep or record.labels[key] == value)
-                for key, sep, value in wanted
-            )
-        ]
-        try:
-            start = max(0, int(request.query_params.get("cursor", "0")))
-            size = max(1, min(1000, int(request.query_params.get("limit", PAGE_SIZE))))
-        except ValueError:
-            raise ApiError(400, "`cursor` and `limit` must be integers") from None
-        page = jobs[start : start + size]
-        headers = {}
-        if start + size < len(jobs):
-            params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-            params.append(("cursor", str(start + size)))
-            headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
-        return JSONResponse([job_json(record, state.port) for record in page], headers=headers)
+        query = request.query_params
+        stages = sorted({s.upper() for s in query.getlist("stage")})
+        labels = [LabelFilter.parse(label) for label in query.getlist("label")]
+        limit = query.get("limit", str(PAGE_SIZE))
+        if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
+            raise ApiError(400, f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}")
+        after = query.get("cursor") or None
+
+        def page() -> Response:  # off the event loop: SQLite, the specs' JSON, the answer's
+            try:
+                jobs, more = state.store.page(namespace, stages=stages, labels=labels,
+                                              after=after, limit=int(limit))  # fmt: skip
+            except KeyError:
+                raise ApiError(400, f"`cursor` {after!r} is no job of {namespace}; "
+                               "follow the Link header of the previous page") from None  # fmt: skip
+            headers = {}
+            if more:
+                params = [(k, v) for k, v in query.multi_items() if k != "cursor"]
+                params.append(("cursor", jobs[-1].id))
+                headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
+            # ASCII JSON: half the time of JSONResponse's for a page of 100 KiB specs.
+            body = json.dumps([job_json(job, state.port) for job in jobs], allow_nan=False,
+                              separators=(",", ":"))  # fmt: skip
+            return Response(body.encode("ascii"), media_type="application/json", headers=headers)
+
+        return await asyncio.to_thread(page)
 
     return handler
 
