@@ -337,31 +337,44 @@ def _list(state: ServerState):
         query = request.query_params
         stages = sorted({s.upper() for s in query.getlist("stage")})
         labels = [LabelFilter.parse(label) for label in query.getlist("label")]
-        limit = query.get("limit", str(PAGE_SIZE))
-        if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
+        text = query.get("limit", str(PAGE_SIZE))
+        limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
+        if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ApiError(400, f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}")
         after = query.get("cursor") or None
 
         def page() -> Response:  # off the event loop: SQLite, the specs' JSON, the answer's
             try:
                 jobs, more = state.store.page(namespace, stages=stages, labels=labels,
-                                              after=after, limit=int(limit))  # fmt: skip
+                                              after=after, limit=limit)  # fmt: skip
             except KeyError:
-                raise ApiError(400, f"`cursor` {after!r} is no job of {namespace}; "
-                               "follow the Link header of the previous page") from None  # fmt: skip
+                raise ApiError(400, f"`cursor` names no job of {namespace}; follow the "
+                               "Link header of the previous page") from None  # fmt: skip
             headers = {}
             if more:
                 params = [(k, v) for k, v in query.multi_items() if k != "cursor"]
-                params.append(("cursor", jobs[-1].id))
+                params.append(("cursor", jobs[-1][0].id))
                 headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
-            # ASCII JSON: half the time of JSONResponse's for a page of 100 KiB specs.
-            body = json.dumps([job_json(job, state.port) for job in jobs], allow_nan=False,
-                              separators=(",", ":"))  # fmt: skip
-            return Response(body.encode("ascii"), media_type="application/json", headers=headers)
+            body = _listed_body(jobs, state.port)
+            return Response(body, media_type="application/json", headers=headers)
 
         return await asyncio.to_thread(page)
 
     return handler
+
+
+def _listed_body(jobs: list[tuple[JobRecord, bytes]], server_port: int | None) -> bytes:
+    """A page's JSON, ASCII: each JobInfo with its `environment` (most of a job's size)
+    copied in as stored, never parsed or encoded again. Two thirds of the time at 100 KiB."""
+    pieces = []
+    for record, environment in jobs:
+        job = job_json(record, server_port)
+        del job["environment"]
+        head = json.dumps(job, allow_nan=False, separators=(",", ":"))[:-1].encode("ascii")
+        pieces += [b",", head, b',"environment":', environment, b"}"]
+    pieces[:1] = [b"["]  # in place of the first comma, or the start of an empty list
+    pieces.append(b"]")
+    return b"".join(pieces)
 
 
 def _inspect(state: ServerState):

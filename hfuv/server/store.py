@@ -106,8 +106,18 @@ _COLUMNS = (
     "created_at", "started_at", "finished_at", "runtime_ref",
 )  # fmt: skip
 # Columns added since the first schema: a data dir of an older server gets them on open.
-_ADDED_COLUMNS = {"runtime_ref": "TEXT"}
-_JSON_COLUMNS = {"owner", "initiator", "spec"}
+# `environment` is the spec's, kept apart as JSON text (most of a spec is its bundle): a listing
+# copies that text into its answer without parsing it. NULL in a row from before: in `spec`.
+_ADDED_COLUMNS = {"runtime_ref": "TEXT", "environment": "TEXT"}
+_STORED = (*_COLUMNS, "environment")
+_JSON_COLUMNS = {"owner", "initiator"}
+
+
+def _stored_spec(spec: dict[str, Any]) -> tuple[str, str | None]:
+    """`spec` as its two columns: all but its environment, and its environment (or None)."""
+    rest = {key: value for key, value in spec.items() if key != "environment"}
+    environment = spec.get("environment")
+    return json.dumps(rest), None if environment is None else json.dumps(environment)
 
 
 class Store:
@@ -138,17 +148,17 @@ class Store:
 
     def create(self, record: JobRecord) -> None:
         row = self._row(record)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        placeholders = ", ".join("?" for _ in _STORED)
         with self._lock, self._transaction():
             self._db.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", row
+                f"INSERT INTO jobs ({', '.join(_STORED)}) VALUES ({placeholders})", row
             )
             self._put_labels(record.id, record.namespace, record.spec)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
             found = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT {', '.join(_STORED)} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         return self._record(found) if found else None
 
@@ -160,12 +170,13 @@ class Store:
         labels: Sequence[LabelFilter] = (),
         after: str | None = None,
         limit: int = 50,
-    ) -> tuple[list[JobRecord], bool]:
+    ) -> tuple[list[tuple[JobRecord, bytes]], bool]:
         """Up to `limit` jobs of `namespace`, newest first, that have one of `stages` (any
         when empty) and every label of `labels`, from the one after job `after`; and whether
         more follow. Raises KeyError when `after` is no job of `namespace`.
 
-        The ids come from indexes alone; only the page's rows are read in full.
+        Each job comes as its record, without `environment` in its spec, and that environment
+        as ASCII JSON. The ids come from indexes alone; only the page's rows are read in full.
         """
         where, params = ["namespace = ?"], [namespace]
         if stages:
@@ -195,17 +206,25 @@ class Store:
                 )
             ]
             marks = ", ".join("?" for _ in ids[:limit])
-            rows = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id IN ({marks})", ids[:limit]
+            rows = self._db.execute(  # the environment as bytes: copied as it is, not decoded
+                f"SELECT {', '.join(_COLUMNS)}, CAST(environment AS BLOB) FROM jobs "
+                f"WHERE id IN ({marks})",
+                ids[:limit],
             ).fetchall()
         by_id = {row[0]: row for row in rows}
-        return [self._record(by_id[job_id]) for job_id in ids[:limit]], len(ids) > limit
+        listed = []
+        for job_id in ids[:limit]:
+            record, environment = self._listed(by_id[job_id])
+            if not isinstance(environment, bytes):  # a row from before the column
+                environment = (environment or "{}").encode("ascii")
+            listed.append((record, environment))
+        return listed, len(ids) > limit
 
     def with_stage(self, *stages: str) -> list[JobRecord]:
         marks = ", ".join("?" for _ in stages)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stage IN ({marks}) "
+                f"SELECT {', '.join(_STORED)} FROM jobs WHERE stage IN ({marks}) "
                 "ORDER BY created_at, id",
                 stages,
             ).fetchall()
@@ -214,6 +233,8 @@ class Store:
     def update(self, job_id: str, **fields: Any) -> None:
         if not fields:
             return
+        if "spec" in fields:
+            fields["spec"], fields["environment"] = _stored_spec(fields["spec"])
         sets = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
         with self._lock, self._transaction():
@@ -224,7 +245,7 @@ class Store:
                     "SELECT namespace FROM jobs WHERE id = ?", (job_id,)
                 ).fetchone()
                 if found:
-                    self._put_labels(job_id, found[0], fields["spec"])
+                    self._put_labels(job_id, found[0], json.loads(fields["spec"]))
 
     def finish(self, job_id: str, stage: str, message: str | None, exit_code: int | None) -> bool:
         """Move a job that is not yet terminal to a terminal stage; False if it already was."""
@@ -302,14 +323,28 @@ class Store:
         )
 
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
-        return tuple(
-            json.dumps(getattr(record, name)) if name in _JSON_COLUMNS else getattr(record, name)
+        values = {
+            name: json.dumps(getattr(record, name))
+            if name in _JSON_COLUMNS
+            else getattr(record, name)
             for name in _COLUMNS
-        )
+        }
+        values["spec"], values["environment"] = _stored_spec(record.spec)
+        return tuple(values[name] for name in _STORED)
 
     def _record(self, row: tuple[Any, ...]) -> JobRecord:
-        values = {
-            name: json.loads(value) if name in _JSON_COLUMNS else value
-            for name, value in zip(_COLUMNS, row, strict=True)
-        }
-        return JobRecord(**values)
+        record, environment = self._listed(row)
+        if environment is not None:
+            record.spec["environment"] = json.loads(environment)
+        return record
+
+    def _listed(self, row: tuple[Any, ...]) -> tuple[JobRecord, str | bytes | None]:
+        """The record of `row` without its spec's environment, and that as JSON."""
+        values = dict(zip(_STORED, row, strict=True))
+        environment = values.pop("environment")
+        for name in _JSON_COLUMNS:
+            values[name] = json.loads(values[name])
+        spec = json.loads(values.pop("spec"))
+        if environment is None and "environment" in spec:  # a row from before the column
+            environment = json.dumps(spec.pop("environment"))
+        return JobRecord(spec=spec, **values), environment
