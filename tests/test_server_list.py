@@ -178,3 +178,24 @@ def test_an_older_data_dir_lists_with_its_labels_and_environments(tmp_path: Path
         assert status == 200 and job["environment"] == {"N": "1"}
     finally:
         server.stop()
+
+
+def test_a_stored_nan_never_breaks_a_listing(tmp_path: Path) -> None:
+    """A record an older server let in, with numbers JSON cannot carry: listed, as null."""
+    owner = {"id": "0" * 24, "name": "me", "type": "user"}
+    store = Store(tmp_path / "data" / "jobs.db")
+    spec = {"command": ["true"], "dockerImage": "python:3.12", "timeoutSeconds": float("nan"),
+            "flavor": {"odd": float("inf")}, "labels": {"name": "\ud800"}}  # fmt: skip
+    store.create(JobRecord("poisoned", "me", owner, owner, spec, stage="COMPLETED"))
+    store.create(JobRecord("fine", "me", owner, owner, {"command": ["true"]}, stage="ERROR"))
+    store.close()
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        status, jobs, _ = get(server, f"{server.url}/api/jobs/me")
+        assert status == 200 and {job["id"] for job in jobs} == {"poisoned", "fine"}
+        poisoned = next(job for job in jobs if job["id"] == "poisoned")
+        assert poisoned["timeout"] is None and poisoned["flavor"] == {"odd": None}
+        listed = hfuv("ps", "-a", "--json", env=server.env())
+        assert listed.code == 0 and len(listed.json()) == 2, listed.stderr
+    finally:
+        server.stop()

@@ -370,11 +370,25 @@ def _listed_body(jobs: list[tuple[JobRecord, bytes]], server_port: int | None) -
     for record, environment in jobs:
         job = job_json(record, server_port)
         del job["environment"]
-        head = json.dumps(job, allow_nan=False, separators=(",", ":"))[:-1].encode("ascii")
-        pieces += [b",", head, b',"environment":', environment, b"}"]
+        try:
+            text = json.dumps(job, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # a NaN or an infinity an older server stored: null, not a 500
+            text = json.dumps(_finite(job), allow_nan=False, separators=(",", ":"))
+        pieces += [b",", text[:-1].encode("ascii"), b',"environment":', environment, b"}"]
     pieces[:1] = [b"["]  # in place of the first comma, or the start of an empty list
     pieces.append(b"]")
     return b"".join(pieces)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and infinity as None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _inspect(state: ServerState):

@@ -120,6 +120,14 @@ def _stored_spec(spec: dict[str, Any]) -> tuple[str, str | None]:
     return json.dumps(rest), None if environment is None else json.dumps(environment)
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Store:
     """One SQLite connection shared by the app and the executor, behind a lock."""
 
@@ -317,10 +325,13 @@ class Store:
         return found is not None
 
     def _put_labels(self, job_id: str, namespace: str, spec: dict[str, Any]) -> None:
+        """`spec`'s labels, for filters; but one SQLite cannot hold (a lone surrogate, which
+        an older server let in and no query string can name)."""
         self._db.executemany(
             "INSERT OR REPLACE INTO job_labels (job_id, namespace, key, value) VALUES (?, ?, ?, ?)",
-            [(job_id, namespace, key, value) for key, value in labels_of(spec).items()],
-        )
+            [(job_id, namespace, key, value) for key, value in labels_of(spec).items()
+             if _is_utf8(key) and _is_utf8(value)],
+        )  # fmt: skip
 
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
         values = {
