@@ -24,6 +24,7 @@ PREFIX = "hfuv bootstrap:"
 # What a bundle may unpack to. hfuv's bundles fit in ~900 KiB compressed; more than this is a
 # decompression bomb, which would fill the job's disk and memory.
 MAX_UNPACKED_BYTES = 128 * 1024 * 1024
+RESUBMIT = "; submit the job again with hfuv"
 
 
 def fail(message, code=1):
@@ -59,10 +60,10 @@ def decompressed(data):
                 fail(f"the bundle unpacks to more than {limit} MiB, the bootstrap's limit; "
                      "ship big files another way (a volume, or a download)")  # fmt: skip
             if not stream.eof:
-                fail("the bundle is cut short: its gzip stream ends before its end marker")
+                fail("the bundle is cut short: its gzip stream ends before its end" + RESUBMIT)
             rest = stream.unused_data
     except zlib.error as exc:
-        fail(f"the bundle is not a valid gzip file ({exc})")
+        fail(f"the bundle is not a valid gzip file ({exc}){RESUBMIT}")
     return tar
 
 
@@ -95,9 +96,10 @@ def files_of(data):
                 else:
                     files[path] = archive.extractfile(member).read()
     except (tarfile.TarError, EOFError) as exc:
-        fail(f"the bundle is not a valid tar archive ({exc})")
-    for path in sorted(folders.intersection(files)):
-        fail(f"refusing bundle member {path!r} (it is a file and also a folder of other members)")
+        fail(f"the bundle is not a valid tar archive ({exc}){RESUBMIT}")
+    clashes = sorted(folders.intersection(files))
+    if clashes:
+        fail(f"refusing bundle member {clashes[0]!r} (a file, and a folder of other members)")
     return files
 
 
