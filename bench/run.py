@@ -375,12 +375,157 @@ class Bench:
             f"ms; list p50 {summary['list_p50_ms']:.0f} ms p99 {summary['list_p99_ms']:.0f} ms"
         )
 
+    def listing(self) -> None:
+        """`GET /api/jobs/{ns}` with 10,000 jobs of realistic 100 KiB specs in the namespace,
+        on a server of its own: alone (the first page, `hf jobs ps`'s filter, a label filter, a
+        page deep in the list) and 10 clients at once."""
+        count = 2_000 if self.quick else 10_000
+        data_dir = self.tmp / "listing"
+        started = time.perf_counter()
+        fill_jobs(data_dir, "me", count)
+        print(f"  {'':<44} {count} jobs stored in {time.perf_counter() - started:.0f} s",
+              flush=True)  # fmt: skip
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hfuv", "server", "--port", str(port), "--data-dir",
+             str(data_dir), "--token", f"me={TOKEN}", "--runtime", "host"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            for _ in range(300):
+                try:
+                    lister = Lister(port)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            first, links = lister.get("/api/jobs/me")
+            deep = links
+            for _ in range(21):  # page 22: a cursor deep in the list
+                deep = lister.get(deep)[1]
+            paths = {
+                "first page (50 jobs)": "/api/jobs/me",
+                "hf jobs ps (RUNNING, SCHEDULING)": "/api/jobs/me?stage=RUNNING&stage=SCHEDULING",
+                "label filter, first page": "/api/jobs/me?label=team=vision",
+                "page 22, by cursor": deep,
+            }
+            figures = {name: lister.latencies(path, 40) for name, path in paths.items()}
+            lister.close()
+            listers = [Lister(port) for _ in range(10)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(10) as pool:
+                concurrent = [
+                    t
+                    for ts in pool.map(
+                        lambda one: one.latencies("/api/jobs/me", 5, warmups=0), listers
+                    )
+                    for t in ts
+                ]
+            wall = time.perf_counter() - started
+            for one in listers:
+                one.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        load = os.getloadavg()[0]
+        print(f"  {'':<44} first page: {len(first) / 2**20:.1f} MiB; load average {load:.1f}")
+        for name, values in figures.items():
+            p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
+            print(f"  {f'list, {count} jobs: {name}':<60} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")
+        p50 = percentile(figures["first page (50 jobs)"], 0.5)
+        self.rows.append({
+            "benchmark": f"GET /api/jobs/{{ns}} with {count} jobs", "hfuv": p50, "unit": "ms",
+            "budget": "p50 < 50 ms", "meets_budget": p50 < 50, "load_average": load,
+            "p95_ms": percentile(figures["first page (50 jobs)"], 0.95),
+            **{f"{name} p50_ms": percentile(v, 0.5) for name, v in figures.items()},
+            "10 concurrent: p50_ms": percentile(concurrent, 0.5),
+            "10 concurrent: p95_ms": percentile(concurrent, 0.95),
+            "10 concurrent: wall_s": wall,
+        })  # fmt: skip
+        print(f"  {'list, 10 clients at once (5 lists each)':<60} p50 "
+              f"{percentile(concurrent, 0.5):6.1f} ms  p95 {percentile(concurrent, 0.95):6.1f} "
+              f"ms; {wall:.2f} s for all 50; budget p50 < 50 ms alone: "
+              f"{'ok' if p50 < 50 else 'MISSED'}")  # fmt: skip
+
+
+class Lister:
+    """One keep-alive HTTP/1.1 connection to a server's job list (the standard library's
+    client: the figures are the server's, not a client's parsing)."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.connection.connect()
+
+    def get(self, path: str) -> tuple[bytes, str]:
+        """The answer's body, and the path its `Link: rel="next"` names ("" for none)."""
+        self.connection.request("GET", path, headers={"authorization": f"Bearer {TOKEN}"})
+        response = self.connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+        link = response.getheader("link") or ""
+        return body, link[link.find("/api/") : link.find(">")] if "next" in link else ""
+
+    def latencies(self, path: str, runs: int, warmups: int = 2) -> list[float]:
+        """Milliseconds of each of `runs` GETs of `path`, until the last byte is read."""
+        values = []
+        for index in range(warmups + runs):
+            started = time.perf_counter()
+            self.get(path)
+            if index >= warmups:
+                values.append((time.perf_counter() - started) * 1000)
+        return values
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def fill_jobs(data_dir: Path, namespace: str, count: int) -> None:
+    """`count` ended jobs in a new data dir, through the server's Store, each with a spec the
+    size of a real hfuv job's (~100 KiB: the bootstrap, and a bundle that does not compress)."""
+    import base64
+    import random
+
+    from hfuv.payload import bootstrap_source
+    from hfuv.server.store import JobRecord, Store
+
+    owner = {"id": "0" * 24, "name": namespace, "type": "user"}
+    bootstrap, rng = bootstrap_source(), random.Random(11)
+    stages = ["COMPLETED"] * 8 + ["ERROR", "CANCELED"]
+    store = Store(data_dir / "jobs.db")
+    now = time.time()
+    for index in range(count):
+        bundle = base64.b64encode(rng.randbytes(69_000)).decode()
+        spec = {
+            "command": ["python3", "-c", bootstrap, "--epochs", str(index)],
+            "arguments": [], "flavor": "cpu-basic", "timeoutSeconds": 1800,
+            "dockerImage": "ghcr.io/astral-sh/uv:0.9.7-python3.12-trixie",
+            "environment": {"HFUV_SCRIPT": "train.py", "HFUV_PYTHON": "3.12",
+                            "HFUV_UV_VERSION": "0.9.7", "HFUV_BUNDLE_0": bundle,
+                            "HFUV_BUNDLE_SHA256": f"{index:064x}"},
+            "secrets": {"HF_TOKEN": "hf_not_a_real_token"},
+            "labels": {"name": f"train-{index:05d}", "team": rng.choice(["nlp", "vision"])},
+        }  # fmt: skip
+        created = now - (count - index) * 60
+        store.create(JobRecord(
+            id=f"{int(created):08x}{index:016x}", namespace=namespace, owner=owner,
+            initiator=owner, spec=spec, stage=rng.choice(stages), exit_code=0,
+            created_at=created, started_at=created + 1, finished_at=created + 30,
+        ))  # fmt: skip
+    store.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, log and load")
-    steps = ("edit_loop", "startup", "submit", "local", "sweep", "logs", "server_load")
+    steps = ("edit_loop", "startup", "submit", "local", "sweep", "logs", "server_load", "listing")
     parser.add_argument("--only", metavar="STEP,…",
                         help=f"run only these benchmarks ({', '.join(steps)})")  # fmt: skip
     options = parser.parse_args()

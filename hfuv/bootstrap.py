@@ -1,9 +1,10 @@
 """The small program a job runs first. Standard library only; runs on Python 3.9+.
 
 It reassembles the bundle from HFUV_BUNDLE_0, HFUV_BUNDLE_1, …, checks its sha256 against
-HFUV_BUNDLE_SHA256, unpacks it into a work directory (refusing absolute paths, `..` and links),
-makes sure the uv it runs is exactly HFUV_UV_VERSION (installing it when the image has none or
-another), and execs `uv run --frozen` on the shipped script with the job's arguments untouched.
+HFUV_BUNDLE_SHA256, unpacks it into a work directory (refusing absolute paths, `..`, links, a
+name used twice and anything past MAX_UNPACKED_BYTES), makes sure the uv it runs is exactly
+HFUV_UV_VERSION (installing it when the image has none or another), and execs `uv run --frozen`
+on the shipped script with the job's arguments untouched.
 The script's exit code is the job's.
 """
 
@@ -17,8 +18,13 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 
 PREFIX = "hfuv bootstrap:"
+# What a bundle may unpack to. hfuv's bundles fit in ~900 KiB compressed; more than this is a
+# decompression bomb, which would fill the job's disk and memory.
+MAX_UNPACKED_BYTES = 128 * 1024 * 1024
+RESUBMIT = "; submit the job again with hfuv"
 
 
 def fail(message, code=1):
@@ -42,26 +48,70 @@ def read_bundle(env):
     return data
 
 
+def decompressed(data):
+    """The tar inside the bundle's gzip, at most MAX_UNPACKED_BYTES of it."""
+    tar, rest = b"", data
+    try:
+        while rest:  # a gzip file may hold several members, one after the other
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            tar += stream.decompress(rest, MAX_UNPACKED_BYTES + 1 - len(tar))
+            if len(tar) > MAX_UNPACKED_BYTES:
+                limit = MAX_UNPACKED_BYTES // 2**20
+                fail(f"the bundle unpacks to more than {limit} MiB, the bootstrap's limit; "
+                     "ship big files another way (a volume, or a download)")  # fmt: skip
+            if not stream.eof:
+                fail("the bundle is cut short: its gzip stream ends before its end" + RESUBMIT)
+            rest = stream.unused_data
+    except zlib.error as exc:
+        fail(f"the bundle is not a valid gzip file ({exc}){RESUBMIT}")
+    return tar
+
+
+def member_path(member):
+    """The path `member` unpacks to, as `a/b`; refuses what could land outside the work dir."""
+    name = member.name
+    if name.startswith("/") or ".." in name.replace("\\", "/").split("/"):
+        fail(f"refusing bundle member {name!r} (absolute path or '..')")
+    if not (member.isfile() or member.isdir()):
+        fail(f"refusing bundle member {name!r} (a link or a special file)")
+    path = "/".join(part for part in name.split("/") if part not in ("", "."))
+    if member.isfile() and not path:
+        fail(f"refusing bundle member {name!r} (a file needs a name)")
+    return path
+
+
 def files_of(data):
-    """The bundle's files, name -> bytes; refuses absolute paths, `..` and links."""
-    files = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            name = member.name
-            parts = name.replace("\\", "/").split("/")
-            if name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-                fail(f"refusing bundle member {name!r} (absolute path, '..' or link)")
-            if member.isfile():
-                files[name] = archive.extractfile(member).read()
+    """The bundle's files, path -> bytes. Each path is one file: never a folder too, never two."""
+    files, folders = {}, set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(decompressed(data)), mode="r:") as archive:
+            for member in archive:
+                path = member_path(member)
+                parents = path.split("/")[:-1]
+                folders.update("/".join(parents[: i + 1]) for i in range(len(parents)))
+                if member.isdir():
+                    folders.add(path)
+                elif path in files:
+                    fail(f"refusing bundle member {member.name!r} (a second file named {path!r})")
+                else:
+                    files[path] = archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError) as exc:
+        fail(f"the bundle is not a valid tar archive ({exc}){RESUBMIT}")
+    clashes = sorted(folders.intersection(files))
+    if clashes:
+        fail(f"refusing bundle member {clashes[0]!r} (a file, and a folder of other members)")
     return files
 
 
 def unpack(files, workdir):
     for name, content in files.items():
         target = os.path.join(workdir, name)
-        os.makedirs(os.path.dirname(target) or workdir, exist_ok=True)
-        with open(target, "wb") as out:
-            out.write(content)
+        try:
+            os.makedirs(os.path.dirname(target) or workdir, exist_ok=True)
+            with open(target, "wb") as out:
+                out.write(content)
+        except OSError as exc:
+            fail(f"could not write bundle member {name!r} to {workdir}: {exc.strerror}")
 
 
 def holds_exactly(folder, files):

@@ -34,13 +34,14 @@ from hfuv.server.executor import Executor, attempts_of
 from hfuv.server.logs import LogBook, timestamp
 from hfuv.server.proxy import ExposeProxy, expose_url, exposed
 from hfuv.server.scheduler import Scheduler
-from hfuv.server.store import JobRecord, Store
+from hfuv.server.store import JobRecord, LabelFilter, Store
 from hfuv.server.tokens import Identity, entity_id
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_VALUE_BYTES = 1024 * 1024  # one env value, as on Hugging Face Jobs
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
 
 
 @dataclass
@@ -331,33 +332,66 @@ def job_json(record: JobRecord, server_port: int | None = None) -> dict[str, Any
 
 
 def _list(state: ServerState):
+    """GET /api/jobs/{ns}: newest first, a page at a time, GitHub-style `Link: rel="next"`
+    (what huggingface_hub's paginate follows); the cursor is the last job of the page."""
+
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
-        stages = {s.upper() for s in request.query_params.getlist("stage")}
-        wanted = [label.partition("=") for label in request.query_params.getlist("label")]
-        jobs = [
-            record
-            for record in state.store.list(namespace)
-            if (not stages or record.stage in stages)
-            and all(
-                key in record.labels and (not sep or record.labels[key] == value)
-                for key, sep, value in wanted
-            )
-        ]
-        try:
-            start = max(0, int(request.query_params.get("cursor", "0")))
-            size = max(1, min(1000, int(request.query_params.get("limit", PAGE_SIZE))))
-        except ValueError:
-            raise ApiError(400, "`cursor` and `limit` must be integers") from None
-        page = jobs[start : start + size]
-        headers = {}
-        if start + size < len(jobs):
-            params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-            params.append(("cursor", str(start + size)))
-            headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
-        return JSONResponse([job_json(record, state.port) for record in page], headers=headers)
+        query = request.query_params
+        stages = sorted({s.upper() for s in query.getlist("stage")})
+        labels = [LabelFilter.parse(label) for label in query.getlist("label")]
+        text = query.get("limit", str(PAGE_SIZE))
+        limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 4 else 0
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ApiError(400, f"`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}")
+        after = query.get("cursor") or None
+
+        def page() -> Response:  # off the event loop: SQLite, the specs' JSON, the answer's
+            try:
+                jobs, more = state.store.page(namespace, stages=stages, labels=labels,
+                                              after=after, limit=limit)  # fmt: skip
+            except KeyError:
+                raise ApiError(400, f"`cursor` names no job of {namespace}; follow the "
+                               "Link header of the previous page") from None  # fmt: skip
+            headers = {}
+            if more:
+                params = [(k, v) for k, v in query.multi_items() if k != "cursor"]
+                params.append(("cursor", jobs[-1][0].id))
+                headers["Link"] = f'<{request.url.replace(query=urlencode(params))}>; rel="next"'
+            body = _listed_body(jobs, state.port)
+            return Response(body, media_type="application/json", headers=headers)
+
+        return await asyncio.to_thread(page)
 
     return handler
+
+
+def _listed_body(jobs: list[tuple[JobRecord, bytes]], server_port: int | None) -> bytes:
+    """A page's JSON, ASCII: each JobInfo with its `environment` (most of a job's size)
+    copied in as stored, never parsed or encoded again. Two thirds of the time at 100 KiB."""
+    pieces = []
+    for record, environment in jobs:
+        job = job_json(record, server_port)
+        del job["environment"]
+        try:
+            text = json.dumps(job, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # a NaN or an infinity an older server stored: null, not a 500
+            text = json.dumps(_finite(job), allow_nan=False, separators=(",", ":"))
+        pieces += [b",", text[:-1].encode("ascii"), b',"environment":', environment, b"}"]
+    pieces[:1] = [b"["]  # in place of the first comma, or the start of an empty list
+    pieces.append(b"]")
+    return b"".join(pieces)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN and infinity as None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _inspect(state: ServerState):

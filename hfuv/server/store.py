@@ -6,6 +6,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     runtime_ref TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_by_namespace ON jobs (namespace, created_at);
+DROP INDEX IF EXISTS jobs_by_namespace;
+-- A listing walks this index alone, newest first: it never reads a spec it does not return.
+CREATE INDEX IF NOT EXISTS jobs_listing ON jobs (namespace, created_at, id, stage);
+-- Each job's labels, out of its spec, so a listing filters on them in SQL.
+CREATE TABLE IF NOT EXISTS job_labels (
+    job_id TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_labels_by_key ON job_labels (namespace, key, value, job_id);
 CREATE TABLE IF NOT EXISTS documents (
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -65,7 +78,27 @@ class JobRecord:
 
     @property
     def labels(self) -> dict[str, str]:
-        return self.spec.get("labels") or {}
+        return labels_of(self.spec)
+
+
+def labels_of(spec: dict[str, Any]) -> dict[str, str]:
+    labels = spec.get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """`key`, or `key=value`: a job must have the label (with that value, when given)."""
+
+    key: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LabelFilter:
+        key, sep, value = text.partition("=")
+        return cls(key, value if sep else None)
 
 
 _COLUMNS = (
@@ -73,8 +106,26 @@ _COLUMNS = (
     "created_at", "started_at", "finished_at", "runtime_ref",
 )  # fmt: skip
 # Columns added since the first schema: a data dir of an older server gets them on open.
-_ADDED_COLUMNS = {"runtime_ref": "TEXT"}
-_JSON_COLUMNS = {"owner", "initiator", "spec"}
+# `environment` is the spec's, kept apart as JSON text (most of a spec is its bundle): a listing
+# copies that text into its answer without parsing it. NULL in a row from before: in `spec`.
+_ADDED_COLUMNS = {"runtime_ref": "TEXT", "environment": "TEXT"}
+_STORED = (*_COLUMNS, "environment")
+_JSON_COLUMNS = {"owner", "initiator"}
+
+
+def _stored_spec(spec: dict[str, Any]) -> tuple[str, str | None]:
+    """`spec` as its two columns: all but its environment, and its environment (or None)."""
+    rest = {key: value for key, value in spec.items() if key != "environment"}
+    environment = spec.get("environment")
+    return json.dumps(rest), None if environment is None else json.dumps(environment)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:
@@ -85,12 +136,19 @@ class Store:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.Lock()
+        had_labels = self._has_table("job_labels")
         self._db.executescript(_SCHEMA)
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         for name, kind in _ADDED_COLUMNS.items():
             if name not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-        self._lock = threading.Lock()
+        if not had_labels:  # a data dir of an older server: its jobs' labels, once
+            with self._transaction():
+                for job_id, namespace, spec in self._db.execute(
+                    "SELECT id, namespace, spec FROM jobs"
+                ).fetchall():
+                    self._put_labels(job_id, namespace, json.loads(spec))
 
     def close(self) -> None:
         with self._lock:
@@ -98,34 +156,83 @@ class Store:
 
     def create(self, record: JobRecord) -> None:
         row = self._row(record)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._lock:
+        placeholders = ", ".join("?" for _ in _STORED)
+        with self._lock, self._transaction():
             self._db.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", row
+                f"INSERT INTO jobs ({', '.join(_STORED)}) VALUES ({placeholders})", row
             )
+            self._put_labels(record.id, record.namespace, record.spec)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
             found = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT {', '.join(_STORED)} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         return self._record(found) if found else None
 
-    def list(self, namespace: str) -> list[JobRecord]:
-        """Every job of `namespace`, newest first."""
+    def page(
+        self,
+        namespace: str,
+        *,
+        stages: Sequence[str] = (),
+        labels: Sequence[LabelFilter] = (),
+        after: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[tuple[JobRecord, bytes]], bool]:
+        """Up to `limit` jobs of `namespace`, newest first, that have one of `stages` (any
+        when empty) and every label of `labels`, from the one after job `after`; and whether
+        more follow. Raises KeyError when `after` is no job of `namespace`.
+
+        Each job comes as its record, without `environment` in its spec, and that environment
+        as ASCII JSON. The ids come from indexes alone; only the page's rows are read in full.
+        """
+        where, params = ["namespace = ?"], [namespace]
+        if stages:
+            where.append(f"stage IN ({', '.join('?' for _ in stages)})")
+            params.extend(stages)
+        for label in labels:
+            value = "" if label.value is None else " AND value = ?"
+            where.append(
+                f"id IN (SELECT job_id FROM job_labels WHERE namespace = ? AND key = ?{value})"
+            )
+            params.extend([namespace, label.key] + ([] if label.value is None else [label.value]))
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE namespace = ? "
-                "ORDER BY created_at DESC, id DESC",
-                (namespace,),
+            if after is not None:
+                found = self._db.execute(
+                    "SELECT created_at FROM jobs WHERE id = ? AND namespace = ?", (after, namespace)
+                ).fetchone()
+                if found is None:
+                    raise KeyError(after)
+                where.append("(created_at, id) < (?, ?)")
+                params.extend([found[0], after])
+            ids = [
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT id FROM jobs INDEXED BY jobs_listing WHERE {' AND '.join(where)} "
+                    "ORDER BY created_at DESC, id DESC LIMIT ?",
+                    (*params, limit + 1),
+                )
+            ]
+            marks = ", ".join("?" for _ in ids[:limit])
+            rows = self._db.execute(  # the environment as bytes: copied as it is, not decoded
+                f"SELECT {', '.join(_COLUMNS)}, CAST(environment AS BLOB) FROM jobs "
+                f"WHERE id IN ({marks})",
+                ids[:limit],
             ).fetchall()
-        return [self._record(row) for row in rows]
+        by_id = {row[0]: row for row in rows}
+        listed = []
+        for job_id in ids[:limit]:
+            record, environment = self._listed(by_id[job_id])
+            if not isinstance(environment, bytes):  # a row from before the column
+                environment = (environment or "{}").encode("ascii")
+            listed.append((record, environment))
+        return listed, len(ids) > limit
 
     def with_stage(self, *stages: str) -> list[JobRecord]:
         marks = ", ".join("?" for _ in stages)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stage IN ({marks}) "
+                f"SELECT {', '.join(_STORED)} FROM jobs WHERE stage IN ({marks}) "
                 "ORDER BY created_at, id",
                 stages,
             ).fetchall()
@@ -134,10 +241,19 @@ class Store:
     def update(self, job_id: str, **fields: Any) -> None:
         if not fields:
             return
+        if "spec" in fields:
+            fields["spec"], fields["environment"] = _stored_spec(fields["spec"])
         sets = ", ".join(f"{name} = ?" for name in fields)
         values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+            if "spec" in fields:
+                self._db.execute("DELETE FROM job_labels WHERE job_id = ?", (job_id,))
+                found = self._db.execute(
+                    "SELECT namespace FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                if found:
+                    self._put_labels(job_id, found[0], json.loads(fields["spec"]))
 
     def finish(self, job_id: str, stage: str, message: str | None, exit_code: int | None,
                at: float | None = None) -> bool:  # fmt: skip
@@ -194,15 +310,54 @@ class Store:
         with self._lock:
             self._db.execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, doc_id))
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _has_table(self, name: str) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
+
+    def _put_labels(self, job_id: str, namespace: str, spec: dict[str, Any]) -> None:
+        """`spec`'s labels, for filters; but one SQLite cannot hold (a lone surrogate, which
+        an older server let in and no query string can name)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO job_labels (job_id, namespace, key, value) VALUES (?, ?, ?, ?)",
+            [(job_id, namespace, key, value) for key, value in labels_of(spec).items()
+             if _is_utf8(key) and _is_utf8(value)],
+        )  # fmt: skip
+
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
-        return tuple(
-            json.dumps(getattr(record, name)) if name in _JSON_COLUMNS else getattr(record, name)
+        values = {
+            name: json.dumps(getattr(record, name))
+            if name in _JSON_COLUMNS
+            else getattr(record, name)
             for name in _COLUMNS
-        )
+        }
+        values["spec"], values["environment"] = _stored_spec(record.spec)
+        return tuple(values[name] for name in _STORED)
 
     def _record(self, row: tuple[Any, ...]) -> JobRecord:
-        values = {
-            name: json.loads(value) if name in _JSON_COLUMNS else value
-            for name, value in zip(_COLUMNS, row, strict=True)
-        }
-        return JobRecord(**values)
+        record, environment = self._listed(row)
+        if environment is not None:
+            record.spec["environment"] = json.loads(environment)
+        return record
+
+    def _listed(self, row: tuple[Any, ...]) -> tuple[JobRecord, str | bytes | None]:
+        """The record of `row` without its spec's environment, and that as JSON."""
+        values = dict(zip(_STORED, row, strict=True))
+        environment = values.pop("environment")
+        for name in _JSON_COLUMNS:
+            values[name] = json.loads(values[name])
+        spec = json.loads(values.pop("spec"))
+        if environment is None and "environment" in spec:  # a row from before the column
+            environment = json.dumps(spec.pop("environment"))
+        return JobRecord(spec=spec, **values), environment
