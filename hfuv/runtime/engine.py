@@ -23,7 +23,16 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from hfuv.runtime import KILL_GRACE_SECONDS, Handle, Launch, Mount, Runtime, RuntimeFailure, Usage
+from hfuv.runtime import (
+    KILL_GRACE_SECONDS,
+    Handle,
+    Launch,
+    Mount,
+    Runtime,
+    RuntimeFailure,
+    Usage,
+    lines_of,
+)
 
 NAME_PREFIX = "hfuv-job-"
 # What the engine's own CLI reads from its environment: a job's variable of one of these names
@@ -259,7 +268,7 @@ class EngineHandle(Handle):
         assert logs.stdout is not None
         skip = self.skip_lines
         try:
-            for line in logs.stdout:
+            for line in lines_of(logs.stdout):
                 if skip:
                     skip -= 1
                     continue
