@@ -94,6 +94,22 @@ def test_the_log_cap_keeps_the_first_and_newest_lines(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_following_a_capped_log_live_gets_its_lines_in_order(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", "--max-log-size", "64K").start()
+    try:
+        job_id = run_command(server, "import time\nfor i in range(3000):\n"
+                             "    print(f'line {i:05d}', 'x' * 40, flush=True)\n"
+                             "    if i % 100 == 0: time.sleep(0.05)\n")  # fmt: skip
+        followed = logs(server, job_id, "--follow")
+        numbers = [int(line.split()[1]) for line in followed if line.startswith("line ")]
+        assert numbers[0] == 0 and numbers[-1] == 2999
+        assert numbers == sorted(set(numbers))  # in order, none twice, whatever was dropped
+        others = [line for line in followed if not line.startswith("line ")]
+        assert all("were dropped" in line for line in others), others  # only the marker
+    finally:
+        server.stop()
+
+
 @contextlib.contextmanager
 def small_disk(folder: Path, size: str) -> Iterator[Path]:
     folder.mkdir()

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -76,7 +77,13 @@ class ServerState:
             spec = dict(spec, environment={**spec.get("environment", {}), **extra_env})
         record = JobRecord(id=new_job_id(), namespace=namespace, owner=owner,
                            initiator=initiator, spec=spec)  # fmt: skip
-        self.store.create(record)
+        try:
+            self.store.create(record)
+        except sqlite3.OperationalError as exc:  # the disk filled up since the check above
+            if "full" not in str(exc):
+                raise
+            raise ApiError(507, "No job can start: the server's disk is full; free space in "
+                           "its data dir, then retry") from None  # fmt: skip
         self.executor.submit(record.id)
         return record
 
