@@ -116,7 +116,9 @@ class Bench:
         self.server = subprocess.Popen(
             [sys.executable, "-m", "hfuv", "server", "--port", str(self.port), "--data-dir",
              str(self.tmp / "server"), "--token", f"me={TOKEN}", "--max-parallel", "2",
-             "--runtime", "host"],  # the figures are the API's; images cannot be pulled here
+             "--runtime", "host",  # the figures are the API's; images cannot be pulled here
+             "--max-log-size", "2G",  # log_tail's 1 GiB log is kept whole
+             "--insecure-shared-host"],  # one user; as root, jobs could not reach a tmp dir
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         for _ in range(300):
@@ -338,6 +340,78 @@ class Bench:
                              capture_output=True, text=True).stdout.strip()  # fmt: skip
         return wall, int(rss or 0)
 
+    def log_tail(self) -> None:
+        """Server memory while it serves `tail=10^9` of a 1 GiB log (256 MiB with --quick),
+        and how long another request waits meanwhile."""
+        from hfuv.client import JobsClient
+
+        size = (256 if self.quick else 1024) * 1024 * 1024
+        lines = size // 1024  # the job's lines are 1,000 bytes; each is ~1 KiB logged
+        program = (
+            "import sys\nline = 'z' * 989\n"
+            f"for i in range({lines}): sys.stdout.write(f'{{i:010d}} {{line}}\\n')\n"
+        )
+        with JobsClient(endpoint=self.env["HF_ENDPOINT"], token=TOKEN, environ={}) as client:
+            job = client.create_job("me", {"command": [sys.executable, "-c", program],
+                                           "dockerImage": "python:3.12"})  # fmt: skip
+        waited = subprocess.run(self.hfuv("wait", job["id"]), env=self.env, capture_output=True,
+                                text=True)  # fmt: skip
+        if waited.returncode != 0:
+            raise RuntimeError(f"the log_tail job failed: {waited.stdout}{waited.stderr}")
+        assert self.server is not None
+        status = Path(f"/proc/{self.server.pid}/status")
+
+        def rss_mib() -> float:
+            line = next(li for li in status.read_text().splitlines() if li.startswith("VmRSS:"))
+            return int(line.split()[1]) / 1024
+
+        idle, peak, waits = rss_mib(), [0.0], []
+        streaming = threading.Event()
+
+        auth = {"authorization": f"Bearer {TOKEN}"}
+
+        def watch() -> None:
+            whoami = urllib.request.Request(f"{self.env['HF_ENDPOINT']}/api/whoami-v2",
+                                            headers=auth)  # fmt: skip
+            while streaming.is_set():
+                peak.append(rss_mib())
+                started = time.perf_counter()
+                urllib.request.urlopen(whoami, timeout=60).read()
+                waits.append(time.perf_counter() - started)
+                time.sleep(0.05)
+
+        request = urllib.request.Request(
+            f"{self.env['HF_ENDPOINT']}/api/jobs/me/{job['id']}/logs?tail=1000000000",
+            headers=auth,
+        )
+        streaming.set()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        started = time.perf_counter()
+        served = 0
+        with urllib.request.urlopen(request, timeout=120) as response:
+            first = None
+            for raw in response:
+                first = first or time.perf_counter() - started
+                if raw.startswith(b"data: "):
+                    served += 1
+                elif raw.startswith(b": caught-up"):
+                    break
+        total = time.perf_counter() - started
+        streaming.clear()
+        watcher.join()
+        growth, ok = max(peak) - idle, max(peak) - idle <= 64
+        name = f"logs?tail=10^9 of a {size >> 20} MiB log"
+        self.rows.append({"benchmark": name, "server_idle_rss_mib": idle,
+                          "server_peak_rss_mib": max(peak), "rss_growth_mib": growth,
+                          "first_line_s": first, "total_s": total, "lines": served,
+                          "other_request_max_ms": max(waits, default=0) * 1000,
+                          "budget": "≤ 64 MiB over idle", "meets_budget": ok})  # fmt: skip
+        print(f"  {name:<44} server RSS {idle:.0f} → {max(peak):.0f} MiB; first line "
+              f"{(first or 0) * 1000:.0f} ms, {served} lines in {total:.1f} s; another request "
+              f"waited ≤ {max(waits, default=0) * 1000:.0f} ms  budget ≤ 64 MiB "
+              f"{'ok' if ok else 'MISSED'}", flush=True)  # fmt: skip
+
     def server_load(self) -> None:
         from hfuv.client import JobsClient
 
@@ -525,7 +599,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, log and load")
-    steps = ("edit_loop", "startup", "submit", "local", "sweep", "logs", "server_load", "listing")
+    steps = (
+        "edit_loop",
+        "startup",
+        "submit",
+        "local",
+        "sweep",
+        "logs",
+        "log_tail",
+        "server_load",
+        "listing",
+    )
     parser.add_argument("--only", metavar="STEP,…",
                         help=f"run only these benchmarks ({', '.join(steps)})")  # fmt: skip
     options = parser.parse_args()

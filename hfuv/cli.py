@@ -332,6 +332,14 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
     help="GPUs jobs may have, each one job's at a time (all: those nvidia-smi -L lists).",
 )
 @click.option(
+    "--max-log-size",
+    default="256M",
+    show_default=True,
+    metavar="SIZE",
+    help="Largest log a job keeps (K, M, G); beyond it, its first and newest lines are kept, "
+    "with a marker where lines were dropped.",
+)
+@click.option(
     "--runtime",
     type=click.Choice(["host", "podman", "docker"]),
     envvar="HFUV_RUNTIME",
@@ -340,7 +348,8 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
 )
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
            tokens_file: str | None, insecure_shared_host: bool,
-           max_parallel: int, gpus: str, runtime: str | None) -> None:  # fmt: skip
+           max_parallel: int, gpus: str, max_log_size: str,
+           runtime: str | None) -> None:  # fmt: skip
     """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
     from pathlib import Path
 
@@ -354,6 +363,7 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
         tokens_file=Path(tokens_file) if tokens_file else None,
         max_parallel=max_parallel,
         gpus=gpus,
+        max_log_size=max_log_size,
         runtime_kind=runtime,
         announce=lambda line: click.echo(line, err=not line.startswith("HF_ENDPOINT=")),
         insecure_shared_host=insecure_shared_host,

@@ -391,3 +391,19 @@ def test_an_image_that_cannot_be_pulled_fails_the_job_with_one_line(tmp_path: Pa
         assert api(server, f"/api/jobs/me/{job_id}")[0] == 200
     finally:
         server.stop()
+
+
+def test_a_container_s_long_line_comes_in_pieces_and_the_log_goes_on(tmp_path: Path) -> None:
+    from tests.test_server_logs import joined
+
+    server = podman_server(tmp_path / "data")
+    try:
+        program = "print('before'); print('a' + 'é' * (3 * 1024 * 1024 // 2)); print('after')"
+        done = hfuv("exec", uv_image(), "--", "python3", "-c", program, env=server.env())
+        assert done.code == 0, done.stderr[-500:]
+        lines = done.stdout.splitlines()
+        assert lines[0] == "before" and lines[-1] == "after"
+        assert len(lines[1:-1]) == 4  # pieces of at most 1 MiB each, as on the host runtime
+        assert joined(lines[1:-1]) == "a" + "é" * (3 * 1024 * 1024 // 2)
+    finally:
+        server.stop()

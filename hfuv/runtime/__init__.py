@@ -17,7 +17,9 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 KINDS = ("host", "podman", "docker")
 ENGINES = ("podman", "docker")
@@ -71,6 +73,16 @@ class Usage:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+# A job's output comes in lines of at most this many bytes: a longer line (a progress bar
+# redrawn with \r and no newline, say) comes in pieces of this size, the last one shorter.
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def lines_of(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream's lines, each (with its newline) at most MAX_LINE_BYTES long."""
+    return iter(partial(stream.readline, MAX_LINE_BYTES), b"")
+
+
 class Handle(ABC):
     """One started (or re-attached) job."""
 
@@ -78,7 +90,8 @@ class Handle(ABC):
 
     @abstractmethod
     def output(self) -> Iterator[bytes]:
-        """The job's output (stdout and stderr merged), line by line, until it ends."""
+        """The job's output (stdout and stderr merged), line by line (see MAX_LINE_BYTES),
+        until it ends."""
 
     @abstractmethod
     def wait(self) -> int:

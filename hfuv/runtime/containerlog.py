@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+from hfuv.runtime import MAX_LINE_BYTES
+
 POLL_SECONDS = 0.05
 
 
@@ -58,18 +60,25 @@ def _tail(log: BinaryIO, ended: Callable[[], bool]) -> Iterator[Record]:
 
 def lines(chunks: Iterable[Record], skip: int = 0) -> Iterator[bytes]:
     """Whole lines (ending in a newline, but for a last unfinished one), each stream's partial
-    records joined, after the first `skip` lines."""
+    records joined, in pieces of at most MAX_LINE_BYTES as `lines_of` gives them; after the
+    first `skip` of those."""
     partial: dict[str, bytes] = {}
+
+    def pieces(text: bytes) -> Iterator[bytes]:
+        nonlocal skip
+        for start in range(0, len(text), MAX_LINE_BYTES):
+            if skip:
+                skip -= 1
+            else:
+                yield text[start : start + MAX_LINE_BYTES]
+
     for record in chunks:
         text = partial.pop(record.stream, b"") + record.text
-        if not record.complete:
-            partial[record.stream] = text
-        elif skip:
-            skip -= 1
-        else:
-            yield text + b"\n"
+        if record.complete:
+            yield from pieces(text + b"\n")
+            continue
+        whole = len(text) - len(text) % MAX_LINE_BYTES  # full pieces go now: memory stays flat
+        yield from pieces(text[:whole])
+        partial[record.stream] = text[whole:]
     for text in partial.values():
-        if skip:
-            skip -= 1
-        else:
-            yield text
+        yield from pieces(text)

@@ -34,6 +34,7 @@ from hfuv.runtime import (
     RuntimeFailure,
     Usage,
     containerlog,
+    lines_of,
 )
 
 NAME_PREFIX = "hfuv-job-"
@@ -333,7 +334,7 @@ class EngineHandle(Handle):
         assert logs.stdout is not None
         skip = self.skip_lines
         try:
-            for line in logs.stdout:
+            for line in lines_of(logs.stdout):
                 if skip:
                     skip -= 1
                     continue

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from hfuv.jobenv import host_environment
-from hfuv.runtime import KILL_GRACE_SECONDS, Handle, Launch, Runtime, RuntimeFailure, Usage
+from hfuv.runtime import (
+    KILL_GRACE_SECONDS,
+    Handle,
+    Launch,
+    Runtime,
+    RuntimeFailure,
+    Usage,
+    lines_of,
+)
 from hfuv.uv import with_python_visible
 
 
@@ -229,7 +237,7 @@ class HostHandle(Handle):
 
     def output(self) -> Iterator[bytes]:
         assert self.process.stdout is not None
-        yield from self.process.stdout
+        yield from lines_of(self.process.stdout)
 
     def wait(self) -> int:
         code = self.process.wait()

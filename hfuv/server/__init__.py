@@ -26,6 +26,7 @@ def serve(
     tokens_file: Path | None,
     max_parallel: int,
     gpus: str = "all",
+    max_log_size: str = "256M",
     announce: Callable[[str], None],
     insecure_shared_host: bool = False,
     runtime_kind: str | None = None,
@@ -46,6 +47,7 @@ def serve(
     from hfuv.server.isolation import closed_to_jobs, isolates_jobs, secure_data_dir
 
     gpu_pool = pool_from_option(gpus)
+    log_cap = log_size_option(max_log_size)
     os.umask(0o077)  # everything the server writes (jobs.db, logs, work dirs) is its own
     # Listen first: a server that cannot must not touch the data dir's jobs (another server's).
     sock = listen(host, port)
@@ -77,6 +79,7 @@ def serve(
         job_users=isolate,
         gpus=gpu_pool,
         runtime=runtime,
+        max_log_size=log_cap,
     )
     state.port = port
     state.executor.start()
@@ -178,6 +181,27 @@ def listen(host: str, port: int) -> socket.socket:
         raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)  # uvicorn's backlog: clients that connect before it serves wait in it
     return sock
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def log_size_option(text: str) -> int:
+    """`--max-log-size`: a number of bytes, or of K, M, G or T (KiB, MiB, ...)."""
+    from hfuv.server.logs import MIN_MAX_LOG_BYTES
+
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:].isalpha() else (cleaned, "")
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except (KeyError, ValueError, OverflowError):
+        size = -1
+    if size < MIN_MAX_LOG_BYTES:
+        raise UsageError(
+            f"--max-log-size {text!r} is not a size of at least 64K",
+            hint="give bytes or a number with K, M or G, e.g. --max-log-size 256M",
+        )
+    return size
 
 
 def default_data_dir() -> Path:

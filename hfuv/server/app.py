@@ -11,8 +11,8 @@ import json
 import math
 import os
 import secrets
+import sqlite3
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -31,7 +31,7 @@ from hfuv.runtime import Runtime
 from hfuv.runtime.gpus import GpuPool
 from hfuv.server import jobspec, metrics, webhooks
 from hfuv.server.executor import Executor, attempts_of
-from hfuv.server.logs import LogBook, timestamp
+from hfuv.server.logs import DEFAULT_MAX_LOG_BYTES, START, LogBook, timestamp
 from hfuv.server.proxy import ExposeProxy, expose_url, exposed
 from hfuv.server.scheduler import Scheduler
 from hfuv.server.store import JobRecord, LabelFilter, Store
@@ -74,12 +74,20 @@ class ServerState:
         self, namespace: str, owner: dict[str, str], initiator: dict[str, str],
         spec: dict[str, Any], extra_env: dict[str, str] | None = None,
     ) -> JobRecord:  # fmt: skip
-        """Record a new job and queue it for the executor."""
+        """Record a new job and queue it for the executor; a 507 while the disk is full."""
+        if (full := self.logs.disk_full()) is not None:
+            raise ApiError(507, f"No job can start: {full}; free space there, then retry")
         if extra_env:
             spec = dict(spec, environment={**spec.get("environment", {}), **extra_env})
         record = JobRecord(id=new_job_id(), namespace=namespace, owner=owner,
                            initiator=initiator, spec=spec)  # fmt: skip
-        self.store.create(record)
+        try:
+            self.store.create(record)
+        except sqlite3.OperationalError as exc:  # the disk filled up since the check above
+            if "full" not in str(exc):
+                raise
+            raise ApiError(507, "No job can start: the server's disk is full; free space in "
+                           "its data dir, then retry") from None  # fmt: skip
         self.executor.submit(record.id)
         return record
 
@@ -487,13 +495,10 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
     Once the replay is sent, a `: caught-up` comment says so (clients ignore comments; a
     client that is not following stops there).
     """
-    lines, offset = state.logs.read(job_id)
-    if tail is not None:
-        last: deque[bytes] = deque(lines, maxlen=tail)
-        while lines:
-            lines, offset = state.logs.read(job_id, offset)
-            last.extend(lines)
-        lines = list(last)
+    cursor = START
+    if tail is not None:  # found from the end of the log, off the event loop
+        cursor = await asyncio.to_thread(state.logs.tail_start, job_id, tail)
+    lines, cursor = state.logs.read(job_id, cursor)
     last_sent = time.monotonic()
     caught_up = False
     while True:
@@ -502,7 +507,7 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
             last_sent = time.monotonic()
         record = state.store.get(job_id)
         ended = record is None or record.terminal
-        lines, offset = state.logs.read(job_id, offset)
+        lines, cursor = state.logs.read(job_id, cursor)
         if ended and not lines:
             return
         if not lines:
@@ -763,7 +768,10 @@ def _webhook_receive(state: ServerState):
         spec = dict(source.spec, secrets=webhooks.job_secrets(webhook))
         initiator = {"type": "webhook", "id": webhook["id"]}
         env = webhooks.job_env(webhook, payload)
-        job = state.launch(source.namespace, source.owner, initiator, spec, extra_env=env)
+        try:
+            job = state.launch(source.namespace, source.owner, initiator, spec, extra_env=env)
+        except ApiError as exc:  # the disk is full
+            return error_response(exc.status, exc.message)
         return JSONResponse({"jobs": [job.id]})
 
     return endpoint
@@ -778,9 +786,10 @@ def build_state(
     job_users: bool = False,
     gpus: GpuPool | None = None,
     runtime: Runtime | None = None,
+    max_log_size: int = DEFAULT_MAX_LOG_BYTES,
 ) -> ServerState:
     store = Store(data_dir / "jobs.db")
-    logs = LogBook(data_dir / "logs")
+    logs = LogBook(data_dir / "logs", max_log_size)
     executor = Executor(
         store,
         logs,

@@ -8,6 +8,7 @@ SCHEDULING, with a message saying for what, until their GPUs are free and fewer 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import functools
@@ -22,6 +23,7 @@ from pathlib import Path
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
 from hfuv.local import job_environment
 from hfuv.runtime import (
+    MAX_LINE_BYTES,
     Capacity,
     Handle,
     Launch,
@@ -35,7 +37,7 @@ from hfuv.runtime.gpus import GpuPool
 from hfuv.runtime.gpus import metrics as gpu_metrics
 from hfuv.server import capacity, volumes
 from hfuv.server.isolation import JOB_UID_BASE
-from hfuv.server.logs import LogBook, LogWriter
+from hfuv.server.logs import START, DiskFull, LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
 
 DEFAULT_TIMEOUT = 30 * 60
@@ -45,12 +47,23 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 UV_IMAGES = "ghcr.io/astral-sh/uv"  # uv and Python: on the host, the bootstrap gives the same
 TIMEOUT_EXIT_CODE = 124  # a timed-out job's, as timeout(1)'s and `hfuv run`'s own exit code
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
+CUT_MARK = " [line cut: continued on the next line]"
 
 
 def _copy_output(handle: Handle, writer: LogWriter) -> int:
-    """The job's output into its log, until it ends; its exit code."""
-    for raw in handle.output():
-        writer.write(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    """The job's output into its log, until it ends; its exit code. A line over
+    MAX_LINE_BYTES is logged in pieces, each but the last ending with CUT_MARK; a character
+    the cut splits goes whole into the next piece. DiskFull ends the copy."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    output = handle.output()
+    try:
+        for raw in output:
+            cut = len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n")
+            text = decoder.decode(raw, final=not cut)
+            writer.write(text + CUT_MARK if cut else text.rstrip("\r\n"))
+    finally:
+        if hasattr(output, "close"):
+            output.close()  # an engine's `logs -f` ends with it
     return handle.wait()
 
 
@@ -241,9 +254,9 @@ class Executor:
     def _resume_point(self, job_id: str) -> tuple[int, int]:
         """Where a re-attached job's output resumes: how many lines of its current attempt the
         log has (after the executor's last header or attempt line), and that attempt's number."""
-        since, attempt, offset = 0, 1, 0
+        since, attempt, cursor = 0, 1, START
         while True:
-            lines, offset = self.logs.read(job_id, offset)
+            lines, cursor = self.logs.read(job_id, cursor)
             if not lines:
                 return since, attempt
             for line in lines:
@@ -276,9 +289,8 @@ class Executor:
                     self._ending.pop(record.id, None)
                     self._release_gpus(record.id)
                     self._cond.notify_all()
-                reason = (
-                    str(exc) if isinstance(exc, RuntimeFailure) else f"{type(exc).__name__}: {exc}"
-                )
+                known = isinstance(exc, (RuntimeFailure, DiskFull))
+                reason = str(exc) if known else f"{type(exc).__name__}: {exc}"
                 self._fail_to_start(record, reason)
                 continue
             with self._cond:
@@ -404,10 +416,12 @@ class Executor:
                 notes.append(f"image {launch.image} is not used: hfuv server runs the command "
                              "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
-        writer.write(f"{_HEADER} {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
-        if attempts_of(record.spec) > 1:
-            writer.write(f"{_ATTEMPT}1 of {attempts_of(record.spec)} =====")
-        writer.close()
+        try:
+            writer.write(f"{_HEADER} {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
+            if attempts_of(record.spec) > 1:
+                writer.write(f"{_ATTEMPT}1 of {attempts_of(record.spec)} =====")
+        finally:
+            writer.close()
         started = time.time()  # before the runtime's own timer (podman's --timeout) starts
         handle = self.runtime.start(launch)
         reference = f"{self.runtime.kind}:{handle.reference}"
@@ -416,9 +430,12 @@ class Executor:
         return handle
 
     def _fail_to_start(self, record: JobRecord, reason: str) -> None:
-        writer = self.logs.writer(record.id)
-        writer.write(f"===== Job failed to start: {reason} =====")
-        writer.close()
+        with contextlib.suppress(DiskFull):  # the job's status says why, whatever the disk
+            writer = self.logs.writer(record.id)
+            try:
+                writer.write(f"===== Job failed to start: {reason} =====")
+            finally:
+                writer.close()
         self.store.update(record.id, started_at=time.time())
         self.store.finish(record.id, "ERROR", f"Job failed to start: {reason}", 127)
 
@@ -430,7 +447,7 @@ class Executor:
                                 args=(record.id,))  # fmt: skip
         timer.daemon = True
         timer.start()
-        attempts, unstarted = attempts_of(record.spec), None
+        attempts, unstarted, disk_full = attempts_of(record.spec), None, None
         writer = self.logs.writer(record.id)
         try:
             code = _copy_output(handle, writer)
@@ -446,6 +463,10 @@ class Executor:
                     break
                 handle, attempt = retried, attempt + 1
                 code = _copy_output(handle, writer)
+        except DiskFull as exc:  # the job stops: its output would be lost
+            disk_full = f"Job stopped: its log could not be written, {exc}"
+            handle.kill()
+            code = handle.wait()
         finally:
             timer.cancel()
             writer.close()
@@ -463,7 +484,9 @@ class Executor:
             ending = "timeout"  # the runtime's own timer (e.g. while no server ran) ended it
         tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         finish = functools.partial(self.store.finish, record.id, at=ended_at)
-        if ending == "cancel":
+        if disk_full:
+            finish("ERROR", disk_full, code)
+        elif ending == "cancel":
             finish("CANCELED", "Job canceled", code)
         elif ending == "timeout":  # whichever timer (ours, the engine's) and signal ended it
             finish("ERROR", f"Job timeout{tries}", TIMEOUT_EXIT_CODE)
