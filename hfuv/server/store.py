@@ -40,6 +40,18 @@ CREATE TABLE IF NOT EXISTS job_users (
     namespace TEXT PRIMARY KEY,
     uid INTEGER NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    at REAL NOT NULL,
+    jobs TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, digest)
+);
+"""
+# After the added columns exist: one job per namespace and submission key, whoever races.
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_submission_key ON jobs (namespace, submission_key)
+    WHERE submission_key IS NOT NULL;
 """
 
 
@@ -73,7 +85,7 @@ _COLUMNS = (
     "created_at", "started_at", "finished_at", "runtime_ref",
 )  # fmt: skip
 # Columns added since the first schema: a data dir of an older server gets them on open.
-_ADDED_COLUMNS = {"runtime_ref": "TEXT"}
+_ADDED_COLUMNS = {"runtime_ref": "TEXT", "submission_key": "TEXT"}
 _JSON_COLUMNS = {"owner", "initiator", "spec"}
 
 
@@ -90,19 +102,35 @@ class Store:
         for name, kind in _ADDED_COLUMNS.items():
             if name not in present:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        self._db.executescript(_INDEXES)
         self._lock = threading.Lock()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create(self, record: JobRecord) -> None:
+    def create(self, record: JobRecord, submission_key: str | None = None) -> JobRecord:
+        """Store `record`; with a `submission_key` already used in its namespace, store nothing
+        and return that key's job instead."""
         row = self._row(record)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
+        placeholders = ", ".join("?" * (len(_COLUMNS) + 1))
         with self._lock:
-            self._db.execute(
-                f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", row
-            )
+            try:
+                self._db.execute(
+                    f"INSERT INTO jobs ({', '.join(_COLUMNS)}, submission_key) "
+                    f"VALUES ({placeholders})",
+                    (*row, submission_key),
+                )
+                return record
+            except sqlite3.IntegrityError:
+                if submission_key is None:
+                    raise
+                found = self._db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM jobs "
+                    "WHERE namespace = ? AND submission_key = ?",
+                    (record.namespace, submission_key),
+                ).fetchone()
+        return self._record(found)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -191,6 +219,30 @@ class Store:
     def delete_doc(self, kind: str, doc_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, doc_id))
+
+    # --- webhook deliveries: a replayed event answers the jobs its first delivery started ----
+
+    def delivery(self, webhook_id: str, digest: str, since: float) -> list[str] | None:
+        """The jobs a delivery with `digest` started at or after `since`; None if none did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT jobs FROM webhook_deliveries WHERE webhook_id = ? AND digest = ? "
+                "AND at >= ?",
+                (webhook_id, digest, since),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def remember_delivery(
+        self, webhook_id: str, digest: str, jobs: list[str], forget_before: float
+    ) -> None:
+        """Record a delivery, and forget those older than `forget_before`."""
+        with self._lock:
+            self._db.execute("DELETE FROM webhook_deliveries WHERE at < ?", (forget_before,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO webhook_deliveries (webhook_id, digest, at, jobs) "
+                "VALUES (?, ?, ?, ?)",
+                (webhook_id, digest, time.time(), json.dumps(jobs)),
+            )
 
     def _row(self, record: JobRecord) -> tuple[Any, ...]:
         return tuple(
