@@ -95,8 +95,9 @@ class SafeJSONResponse(JSONResponse):
 
 
 def header_value(text: str) -> str:
-    """`text` as a header value: printable ASCII (others as escapes), at most MAX_HEADER_CHARS."""
-    escaped = _NOT_PRINTABLE_ASCII.sub(_escape, text)
+    """`text` as a header value: printable ASCII (others as escapes), at most MAX_HEADER_CHARS,
+    no space at either end (HTTP forbids it)."""
+    escaped = _NOT_PRINTABLE_ASCII.sub(_escape, text).strip(" ")
     if len(escaped) > MAX_HEADER_CHARS:
         escaped = escaped[: MAX_HEADER_CHARS - 3] + "..."
     return escaped
