@@ -123,13 +123,13 @@ class Store:
                 )
                 return record
             except sqlite3.IntegrityError:
-                if submission_key is None:
-                    raise
                 found = self._db.execute(
                     f"SELECT {', '.join(_COLUMNS)} FROM jobs "
                     "WHERE namespace = ? AND submission_key = ?",
                     (record.namespace, submission_key),
                 ).fetchone()
+                if found is None:
+                    raise
         return self._record(found)
 
     def get(self, job_id: str) -> JobRecord | None:
