@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from hfuv.display import catalog_as_api
@@ -36,12 +36,16 @@ from hfuv.server.proxy import ExposeProxy, expose_url, exposed
 from hfuv.server.scheduler import Scheduler
 from hfuv.server.store import JobRecord, LabelFilter, Store
 from hfuv.server.tokens import Identity, entity_id
+from hfuv.server.wire import BodyError, header_value, parse_json, scrubbed
+from hfuv.server.wire import SafeJSONResponse as JSONResponse  # renders any stored record
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_VALUE_BYTES = 1024 * 1024  # one env value, as on Hugging Face Jobs
 MAX_TIMEOUT_SECONDS = 30 * 24 * 3600
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# hfuv.client.SUBMISSION_LABEL: the server keeps one job per namespace and value of this label
+# among the jobs created by POST (a duplicate, a webhook's or a schedule's job copies it freely).
+SUBMISSION_LABEL = "hfuv-submission"
 
 
 @dataclass
@@ -72,24 +76,24 @@ class ServerState:
 
     def launch(
         self, namespace: str, owner: dict[str, str], initiator: dict[str, str],
-        spec: dict[str, Any], extra_env: dict[str, str] | None = None,
+        spec: dict[str, Any], submission_key: str | None = None,
     ) -> JobRecord:  # fmt: skip
-        """Record a new job and queue it for the executor; a 507 while the disk is full."""
+        """Record a new job and queue it for the executor; with a `submission_key` that has a job
+        in `namespace` already, that job (and nothing new); a 507 while the disk is full."""
         if (full := self.logs.disk_full()) is not None:
             raise ApiError(507, f"No job can start: {full}; free space there, then retry")
-        if extra_env:
-            spec = dict(spec, environment={**spec.get("environment", {}), **extra_env})
         record = JobRecord(id=new_job_id(), namespace=namespace, owner=owner,
                            initiator=initiator, spec=spec)  # fmt: skip
         try:
-            self.store.create(record)
+            stored = self.store.create(record, submission_key)
         except sqlite3.OperationalError as exc:  # the disk filled up since the check above
             if "full" not in str(exc):
                 raise
             raise ApiError(507, "No job can start: the server's disk is full; free space in "
                            "its data dir, then retry") from None  # fmt: skip
-        self.executor.submit(record.id)
-        return record
+        if stored.id == record.id:
+            self.executor.submit(record.id)
+        return stored
 
 
 class ApiError(Exception):
@@ -100,7 +104,9 @@ class ApiError(Exception):
 
 
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status, headers={"X-Error-Message": message})
+    return JSONResponse(
+        {"error": message}, status, headers={"X-Error-Message": header_value(message)}
+    )
 
 
 def create_app(state: ServerState) -> ExposeProxy:
@@ -204,7 +210,8 @@ def _create(state: ServerState):
         namespace = _namespace(request, identity)
         body = await _json_body(request)
         spec = state.check_runnable(validate_spec(body))
-        record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec)
+        key = spec["labels"].get(SUBMISSION_LABEL)
+        record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec, key)
         return JSONResponse(job_json(record, state.port))
 
     return handler
@@ -229,9 +236,9 @@ async def _json_body(request: Request) -> Any:
         if len(raw) > MAX_BODY_BYTES:
             raise ApiError(413, f"Request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "Request body is not valid JSON") from None
+        return parse_json(raw)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _string_map(body: dict[str, Any], key: str) -> dict[str, str]:
@@ -240,9 +247,6 @@ def _string_map(body: dict[str, Any], key: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise ApiError(400, f"`{key}` must be an object of strings")
-    for name, item in value.items():
-        if len(item.encode()) > MAX_VALUE_BYTES:
-            raise ApiError(400, f"`{key}.{name}` is over {MAX_VALUE_BYTES // 1024} KiB")
     return value
 
 
@@ -270,6 +274,8 @@ def validate_spec(body: Any) -> dict[str, Any]:
     if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
         raise ApiError(400, "`arguments` must be an array of strings")
     flavor = body.get("flavor") or DEFAULT_FLAVOR
+    if not isinstance(flavor, str):
+        raise ApiError(400, "`flavor` must be a string such as cpu-basic")
     if flavor not in CATALOG:
         raise ApiError(400, f"Unknown flavor {flavor!r}; see GET /api/jobs/hardware")
     timeout = body.get("timeoutSeconds")
@@ -376,30 +382,19 @@ def _list(state: ServerState):
 
 def _listed_body(jobs: list[tuple[JobRecord, bytes]], server_port: int | None) -> bytes:
     """A page's JSON, ASCII: each JobInfo with its `environment` (most of a job's size)
-    copied in as stored, never parsed or encoded again. Two thirds of the time at 100 KiB."""
+    copied in as stored, never parsed or encoded again. Two thirds of the time at 100 KiB.
+    A NaN or a lone surrogate an older server stored is listed as null or U+FFFD, never a 500."""
     pieces = []
     for record, environment in jobs:
-        job = job_json(record, server_port)
+        job = scrubbed(job_json(record, server_port))
         del job["environment"]
-        try:
-            text = json.dumps(job, allow_nan=False, separators=(",", ":"))
-        except ValueError:  # a NaN or an infinity an older server stored: null, not a 500
-            text = json.dumps(_finite(job), allow_nan=False, separators=(",", ":"))
+        text = json.dumps(job, allow_nan=False, separators=(",", ":"))
+        if b"\\ud" in environment:  # a surrogate escape: an emoji, or a lone one stored before
+            environment = json.dumps(scrubbed(json.loads(environment))).encode("ascii")
         pieces += [b",", text[:-1].encode("ascii"), b',"environment":', environment, b"}"]
     pieces[:1] = [b"["]  # in place of the first comma, or the start of an empty list
     pieces.append(b"]")
     return b"".join(pieces)
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every NaN and infinity as None: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _inspect(state: ServerState):
@@ -475,8 +470,8 @@ def _logs(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         record = _job(state, request, identity)
         tail = request.query_params.get("tail")
-        if tail is not None and not tail.isdigit():
-            raise ApiError(400, "`tail` must be a non-negative integer")
+        if tail is not None and not (tail.isascii() and tail.isdigit() and len(tail) <= 18):
+            raise ApiError(400, "`tail` must be a non-negative integer (at most 18 digits)")
         stream = _follow_log(state, record.id, int(tail) if tail is not None else None)
         # Rounded up: a client that stops a replay at Date + 1s must not lose the last lines.
         date = formatdate(math.ceil(time.time()), usegmt=True)
@@ -760,18 +755,30 @@ def _webhook_receive(state: ServerState):
             payload = await _json_body(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
-        if not isinstance(payload, dict):
-            return error_response(400, "The event must be a JSON object")
+        try:
+            webhooks.check_event(payload)
+        except ValueError as exc:
+            return error_response(400, str(exc))
         source = state.store.get(webhook["jobSourceId"])
         if webhook["disabled"] or source is None or not webhooks.matches(webhook, payload):
             return JSONResponse({"jobs": []})
-        spec = dict(source.spec, secrets=webhooks.job_secrets(webhook))
-        initiator = {"type": "webhook", "id": webhook["id"]}
-        env = webhooks.job_env(webhook, payload)
+        digest, now = webhooks.delivery_digest(payload), time.time()
+        earlier = state.store.delivery(webhook["id"], digest, now - webhooks.REPLAY_WINDOW_SECONDS)
+        if earlier is not None:
+            return JSONResponse({"jobs": earlier, "replay": True})
+        env = {**source.spec.get("environment", {}), **webhooks.job_env(webhook, payload)}
+        spec = dict(source.spec, environment=env, secrets=webhooks.job_secrets(webhook))
         try:
-            job = state.launch(source.namespace, source.owner, initiator, spec, extra_env=env)
+            state.check_runnable(spec)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message)
+        initiator = {"type": "webhook", "id": webhook["id"]}
+        try:
+            job = state.launch(source.namespace, source.owner, initiator, spec)
         except ApiError as exc:  # the disk is full
             return error_response(exc.status, exc.message)
+        forget = now - webhooks.REPLAY_WINDOW_SECONDS
+        state.store.remember_delivery(webhook["id"], digest, [job.id], forget)
         return JSONResponse({"jobs": [job.id]})
 
     return endpoint

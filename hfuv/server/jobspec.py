@@ -12,6 +12,11 @@ import platform
 from typing import Any
 
 MAX_ATTEMPTS = 10
+# Linux's MAX_ARG_STRLEN: execve refuses (E2BIG) one argument or NAME=value string over this,
+# its NUL included; and all of them together over ARG_MAX (2 MiB by default): the job may have
+# MAX_EXEC_BYTES of that, the rest is for the variables the server and the image add.
+MAX_EXEC_STRING_BYTES = 128 * 1024
+MAX_EXEC_BYTES = 1536 * 1024
 # What the official client sends (`_create_job_spec`) and what `validate_spec` reads itself.
 CORE_FIELDS = frozenset(
     ("command", "arguments", "environment", "secrets", "flavor", "labels", "timeoutSeconds",
@@ -135,6 +140,7 @@ def check_runnable(
 ) -> None:
     """What this server's runtime cannot give the job: SpecError naming the field. (`users`:
     how many users the server keeps apart.)"""
+    check_exec_size(spec)
     for index, volume in enumerate(spec.get("volumes") or []):
         where = f"`volumes[{index}]` ({volume['type']} {volume['source']} at {volume['mountPath']})"
         if runtime_kind == "host":
@@ -160,3 +166,31 @@ def check_runnable(
             f"`expose.ports` has {server_port}, the port of hfuv server itself: on the host "
             "runtime the job would have to serve on it; pick another port"
         )
+
+
+def check_exec_size(spec: dict[str, Any]) -> None:
+    """SpecError naming the field, for a job whose process Linux would refuse to start."""
+    strings = [(f"command[{i}]", arg) for i, arg in enumerate(spec["command"])]
+    strings += [(f"arguments[{i}]", arg) for i, arg in enumerate(spec.get("arguments") or [])]
+    for key in ("environment", "secrets"):
+        strings += [(f"{key}.{n}", f"{n}={v}") for n, v in (spec.get(key) or {}).items()]
+    total = 0
+    for where, text in strings:
+        size = len(text.encode()) + 1
+        if size > MAX_EXEC_STRING_BYTES:
+            what = "argument" if where.startswith(("command", "arguments")) else "NAME=value"
+            raise SpecError(
+                f"`{where}` is {_kib(size)}: Linux refuses to start a process with one {what} "
+                f"string over {_kib(MAX_EXEC_STRING_BYTES)}; split it across several variables "
+                "(as hfuv's bundle does) or ship it as a file"
+            )
+        total += size + 8  # and its pointer in argv or envp
+    if total > MAX_EXEC_BYTES:
+        raise SpecError(
+            f"the job's command, arguments, environment and secrets take {_kib(total)}: over the "
+            f"{_kib(MAX_EXEC_BYTES)} this server can pass to a process; ship large ones as files"
+        )
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.1f} KiB" if size % 1024 else f"{size // 1024} KiB"

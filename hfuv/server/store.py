@@ -53,6 +53,18 @@ CREATE TABLE IF NOT EXISTS job_users (
     namespace TEXT PRIMARY KEY,
     uid INTEGER NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    webhook_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    at REAL NOT NULL,
+    jobs TEXT NOT NULL,
+    PRIMARY KEY (webhook_id, digest)
+);
+"""
+# After the added columns exist: one job per namespace and submission key, whoever races.
+_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_submission_key ON jobs (namespace, submission_key)
+    WHERE submission_key IS NOT NULL;
 """
 
 
@@ -108,7 +120,7 @@ _COLUMNS = (
 # Columns added since the first schema: a data dir of an older server gets them on open.
 # `environment` is the spec's, kept apart as JSON text (most of a spec is its bundle): a listing
 # copies that text into its answer without parsing it. NULL in a row from before: in `spec`.
-_ADDED_COLUMNS = {"runtime_ref": "TEXT", "environment": "TEXT"}
+_ADDED_COLUMNS = {"runtime_ref": "TEXT", "environment": "TEXT", "submission_key": "TEXT"}
 _STORED = (*_COLUMNS, "environment")
 _JSON_COLUMNS = {"owner", "initiator"}
 
@@ -149,19 +161,36 @@ class Store:
                     "SELECT id, namespace, spec FROM jobs"
                 ).fetchall():
                     self._put_labels(job_id, namespace, json.loads(spec))
+        self._db.executescript(_INDEXES)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def create(self, record: JobRecord) -> None:
+    def create(self, record: JobRecord, submission_key: str | None = None) -> JobRecord:
+        """Store `record`; with a `submission_key` already used in its namespace, store nothing
+        and return that key's job instead."""
         row = self._row(record)
-        placeholders = ", ".join("?" for _ in _STORED)
-        with self._lock, self._transaction():
-            self._db.execute(
-                f"INSERT INTO jobs ({', '.join(_STORED)}) VALUES ({placeholders})", row
-            )
-            self._put_labels(record.id, record.namespace, record.spec)
+        placeholders = ", ".join("?" * (len(_STORED) + 1))
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._db.execute(
+                        f"INSERT INTO jobs ({', '.join(_STORED)}, submission_key) "
+                        f"VALUES ({placeholders})",
+                        (*row, submission_key),
+                    )
+                    self._put_labels(record.id, record.namespace, record.spec)
+                return record
+            except sqlite3.IntegrityError:
+                found = self._db.execute(
+                    f"SELECT {', '.join(_STORED)} FROM jobs "
+                    "WHERE namespace = ? AND submission_key = ?",
+                    (record.namespace, submission_key),
+                ).fetchone()
+                if found is None:
+                    raise
+        return self._record(found)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -309,6 +338,30 @@ class Store:
     def delete_doc(self, kind: str, doc_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, doc_id))
+
+    # --- webhook deliveries: a replayed event answers the jobs its first delivery started ----
+
+    def delivery(self, webhook_id: str, digest: str, since: float) -> list[str] | None:
+        """The jobs a delivery with `digest` started at or after `since`; None if none did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT jobs FROM webhook_deliveries WHERE webhook_id = ? AND digest = ? "
+                "AND at >= ?",
+                (webhook_id, digest, since),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def remember_delivery(
+        self, webhook_id: str, digest: str, jobs: list[str], forget_before: float
+    ) -> None:
+        """Record a delivery, and forget those older than `forget_before`."""
+        with self._lock:
+            self._db.execute("DELETE FROM webhook_deliveries WHERE at < ?", (forget_before,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO webhook_deliveries (webhook_id, digest, at, jobs) "
+                "VALUES (?, ?, ?, ?)",
+                (webhook_id, digest, time.time(), json.dumps(jobs)),
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

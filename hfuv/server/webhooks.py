@@ -9,11 +9,14 @@ job's secrets are not copied; the webhook's own `secrets` are passed instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 WATCH_TYPES = ("model", "dataset", "space", "user", "org")
 DOMAINS = ("repo", "discussion")
+REPO_TYPES = ("model", "dataset", "space")
+REPLAY_WINDOW_SECONDS = 3600  # the same event again within this answers the job it started
 
 
 def validate(body: Any) -> tuple[list[dict[str, str]], list[str], str | None, dict[str, str]]:
@@ -46,15 +49,36 @@ def validate(body: Any) -> tuple[list[dict[str, str]], list[str], str | None, di
     return [{"type": w["type"], "name": w["name"]} for w in watched], domains, secret, secrets
 
 
+def check_event(payload: Any) -> None:
+    """ValueError unless `payload` has the Hub's shape: `event{action, scope}`, `repo{type,name}`
+    (so a wrong-shaped event is a 400, never a job)."""
+    if not isinstance(payload, dict):
+        raise ValueError("The event must be a JSON object")
+    event, repo = payload.get("event"), payload.get("repo")
+    if not isinstance(event, dict) or not all(
+        isinstance(event.get(key), str) for key in ("action", "scope")
+    ):
+        raise ValueError("The event's `event` must be an object {action: string, scope: string}")
+    if not isinstance(repo, dict) or repo.get("type") not in REPO_TYPES:
+        raise ValueError(
+            f"The event's `repo` must be an object whose `type` is one of {REPO_TYPES}"
+        )
+    if not isinstance(repo.get("name"), str) or not repo["name"]:
+        raise ValueError("The event's `repo.name` must be a non-empty string such as org/name")
+
+
+def delivery_digest(payload: dict[str, Any]) -> str:
+    """What identifies one delivery: a replay of it (the Hub's retry, a resend) has the same."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def matches(webhook: dict[str, Any], payload: dict[str, Any]) -> bool:
     """Does this event concern a watched repo, in a watched domain?"""
-    event = payload.get("event") or {}
-    repo = payload.get("repo") or {}
-    scope = str(event.get("scope", ""))
+    scope, repo = payload["event"]["scope"], payload["repo"]
     domain = "discussion" if scope.startswith("discussion") else "repo"
     if domain not in webhook["domains"]:
         return False
-    repo_type, repo_name = repo.get("type"), str(repo.get("name", ""))
+    repo_type, repo_name = repo["type"], repo["name"]
     for item in webhook["watched"]:
         if item["type"] in ("user", "org") and repo_name.startswith(item["name"] + "/"):
             return True
@@ -64,13 +88,11 @@ def matches(webhook: dict[str, Any], payload: dict[str, Any]) -> bool:
 
 
 def job_env(webhook: dict[str, Any], payload: dict[str, Any]) -> dict[str, str]:
-    repo = payload.get("repo") or {}
-    env = {
+    return {
         "WEBHOOK_PAYLOAD": json.dumps(payload),
-        "WEBHOOK_REPO_ID": str(repo.get("name", "")),
-        "WEBHOOK_REPO_TYPE": str(repo.get("type", "")),
+        "WEBHOOK_REPO_ID": payload["repo"]["name"],
+        "WEBHOOK_REPO_TYPE": payload["repo"]["type"],
     }
-    return env
 
 
 def job_secrets(webhook: dict[str, Any]) -> dict[str, str]:
