@@ -190,6 +190,8 @@ def test_bobs_job_cannot_reach_alices_secrets_the_server_or_her_code(
         assert again.code == 0, again.stderr
         assert "alice runs her own code: a-1.1.0" in again.stdout
         assert "bob was here" not in again.output
+        assert hfuv("cancel", alice_job, env=alice).code == 0  # a container outlives a server
+        wait_for_stage(server, "alice", alice_job, "CANCELED")
     finally:
         server.stop()
 

@@ -87,6 +87,8 @@ def serve(
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     who = "each job as a user of its own" if isolate else f"jobs as uid {os.geteuid()}"
+    if runtime.kind != "host":
+        who = "each job in a container"
     announce(f"hfuv server on {url} for {', '.join(sorted(users))}; data in {data_dir}; {who}")
     announce(f"runtime: {described}; capacity: {runtime.capacity().describe()}")
     announce(gpu_pool.describe())
