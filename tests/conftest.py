@@ -169,9 +169,6 @@ class ServerProcess:
         return {"HF_ENDPOINT": self.url, "HF_TOKEN": self.TOKENS[user]}
 
     def start(self) -> ServerProcess:
-        import time
-        import urllib.request
-
         # Jobs run as the server's user, as before; tests/test_isolation.py runs them as their own.
         args = [sys.executable, "-m", "hfuv", "server", "--port", str(self.port), "--data-dir",
                 str(self.data_dir), "--insecure-shared-host", *self.extra]  # fmt: skip
@@ -181,14 +178,23 @@ class ServerProcess:
         self.process = subprocess.Popen(
             args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        self.wait_until_up("token-me")  # also given by tests that replace TOKENS
+        return self
+
+    def wait_until_up(self, token: str) -> None:
+        """Return once the server answers `token`; its stderr as the error if it exited."""
+        import time
+        import urllib.request
+
+        assert self.process is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 request = urllib.request.Request(
-                    f"{self.url}/api/whoami-v2", headers={"authorization": "Bearer token-me"}
+                    f"{self.url}/api/whoami-v2", headers={"authorization": f"Bearer {token}"}
                 )
                 urllib.request.urlopen(request, timeout=1).read()
-                return self
+                return
             except OSError:
                 if self.process.poll() is not None:
                     stderr = self.process.stderr.read() if self.process.stderr else ""

@@ -212,32 +212,11 @@ def start_server(data: Path, shared_place: Path, *extra: str) -> tuple[ServerPro
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until_up(server)
+        server.wait_until_up(TOKENS["alice"])
     except BaseException:
         server.kill()
         raise
     return server, env
-
-
-def wait_until_up(server: ServerProcess) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    assert server.process is not None
-    while time.monotonic() < deadline:
-        try:
-            request = urllib.request.Request(
-                f"{server.url}/api/whoami-v2",
-                headers={"authorization": f"Bearer {TOKENS['alice']}"},
-            )
-            urllib.request.urlopen(request, timeout=1).read()
-            return
-        except OSError:
-            if server.process.poll() is not None:
-                stderr = server.process.stderr.read() if server.process.stderr else ""
-                raise RuntimeError(stderr) from None
-            time.sleep(0.1)
-    raise RuntimeError("hfuv server did not start")
 
 
 def alice_jobs(server: ServerProcess) -> list[str]:

@@ -318,6 +318,7 @@ class EngineHandle(Handle):
         self._ended = threading.Event()
         self._code = 137
         self._waiter: threading.Thread | None = None
+        self._published: dict[int, tuple[str, int]] = {}
 
     @property
     def reference(self) -> str:
@@ -411,11 +412,16 @@ class EngineHandle(Handle):
             self.watchdog.wait()
 
     def address(self, port: int) -> tuple[str, int] | None:
+        """Where the engine published `port`; asked once (a container's ports never move), not
+        on every request the expose proxy passes on."""
+        if port in self._published:
+            return self._published[port]
         done = self.runtime.command("port", self.name, f"{port}/tcp")
         for line in done.stdout.splitlines():
             host, _, published = line.strip().rpartition(":")
             if published.isdigit():
-                return (host.strip("[]") or "127.0.0.1", int(published))
+                self._published[port] = (host.strip("[]") or "127.0.0.1", int(published))
+                return self._published[port]
         return None
 
     def usage(self) -> Usage:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hfuv.flavors import CATALOG, DEFAULT_FLAVOR, Flavor
-from hfuv.local import job_environment
+from hfuv.local import UV_IMAGES, job_environment
 from hfuv.runtime import (
     MAX_LINE_BYTES,
     Capacity,
@@ -44,7 +44,6 @@ DEFAULT_TIMEOUT = 30 * 60
 _HEADER = "===== Job started at"
 _ATTEMPT = "===== Attempt "  # then "K of N"
 SHUTDOWN_GRACE_SECONDS = 3.0
-UV_IMAGES = "ghcr.io/astral-sh/uv"  # uv and Python: on the host, the bootstrap gives the same
 TIMEOUT_EXIT_CODE = 124  # a timed-out job's, as timeout(1)'s and `hfuv run`'s own exit code
 GPU_HOLDS = "gpu-hold"  # store documents: which job holds which GPUs
 CUT_MARK = " [line cut: continued on the next line]"
@@ -359,9 +358,14 @@ class Executor:
             self.gpus.release(job_id)
             self.store.delete_doc(GPU_HOLDS, job_id)
 
+    def _image_unused(self, image: str) -> bool:
+        """On the host runtime an image is not used, but uv's (the bootstrap gives uv and the
+        job's Python here too)."""
+        return self.runtime.kind == "host" and not image.startswith(UV_IMAGES)
+
     def _unused_image_note(self, record: JobRecord) -> str:
         image = str(record.spec.get("dockerImage") or record.spec.get("spaceId") or "")
-        if self.runtime.kind != "host" or image.split(":")[0] == UV_IMAGES:
+        if not self._image_unused(image):
             return ""
         return f"; image {image} was not used: hfuv server ran the command on its host"
 
@@ -412,7 +416,7 @@ class Executor:
             notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
         if self.runtime.kind == "host":
             notes.append("the host runtime does not enforce CPU and memory limits")
-            if launch.image.split(":")[0] != UV_IMAGES:
+            if self._image_unused(launch.image):
                 notes.append(f"image {launch.image} is not used: hfuv server runs the command "
                              "on its host")  # fmt: skip
         writer = self.logs.writer(record.id)
