@@ -114,48 +114,6 @@ def unpack(files, workdir):
             fail(f"could not write bundle member {name!r} to {workdir}: {exc.strerror}")
 
 
-def holds_exactly(folder, files):
-    """Whether `folder` has the bundle's files, byte for byte, and nothing else (no link)."""
-    if os.path.islink(folder) or not os.path.isdir(folder):
-        return False
-    found = set()
-    for root, dirs, names in os.walk(folder):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = os.path.join(root, name)
-            relative = os.path.relpath(path, folder).replace(os.sep, "/")
-            if os.path.islink(path) or relative not in files:
-                return False
-            with open(path, "rb") as source:
-                if source.read() != files[relative]:
-                    return False
-            found.add(relative)
-    return len(found) == len(files)
-
-
-def code_dir(files, codedir):
-    """A code dir that holds exactly `files`: `codedir` as found, or rebuilt when its files
-    differ (edited, or half written); atomically, so concurrent jobs see all or nothing."""
-    if holds_exactly(codedir, files):
-        return codedir
-    parent = os.path.dirname(codedir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
-    unpack(files, staging)
-    stale = staging.replace(".unpacking-", ".stale-")
-    try:
-        if os.path.lexists(codedir):
-            os.rename(codedir, stale)
-        os.rename(staging, codedir)
-    except OSError:  # another job got there first: its copy is used if it is the bundle
-        if holds_exactly(codedir, files):
-            shutil.rmtree(staging, ignore_errors=True)
-            return codedir
-        return staging
-    finally:
-        shutil.rmtree(stale, ignore_errors=True)
-    return codedir
-
-
 def uv_version_of(path):
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
@@ -217,8 +175,12 @@ def install_with_script(version, target):
     return done.returncode == 0
 
 
-def prepare(env, args):
-    """Verify and unpack the bundle and find the uv to use: (uv path, argv, work dir)."""
+def prepare(env, args, place_code=None):
+    """Verify and unpack the bundle and find the uv to use: (uv path, argv, work dir).
+
+    `place_code`, given the bundle's files, names a folder that holds them, from which uv is
+    to run the script (a local run's stable code dir, see `hfuv.codedir`); by default the
+    script runs from the work dir."""
     for name in ("HFUV_UV_VERSION", "HFUV_SCRIPT", "HFUV_PYTHON"):
         if not env.get(name):
             fail(f"{name} is not set; this job was not made by hfuv")
@@ -228,12 +190,8 @@ def prepare(env, args):
     files = files_of(data)
     unpack(files, workdir)
     script = env["HFUV_SCRIPT"]
-    codedir = env.get("HFUV_CODEDIR")
-    if codedir:
-        # A stable copy of the code, named by the bundle's hash: uv keys a script's
-        # environment by the script's path, so repeated local runs reuse one environment.
-        # What runs is what was verified: a copy whose files differ is rebuilt.
-        script = os.path.join(code_dir(files, codedir), script)
+    if place_code is not None:
+        script = os.path.join(place_code(files), script)
     uv = ensure_uv(env["HFUV_UV_VERSION"], env)
     python = env.get("HFUV_INTERPRETER") or env["HFUV_PYTHON"]
     argv = [uv, "run", "--frozen", "--python", python, "--script", script, *args]

@@ -94,10 +94,24 @@ def prune(older_than_seconds: float) -> tuple[int, int]:
                 old = entry.stat(follow_symlinks=False).st_mtime < cutoff
             except OSError:
                 continue
-            if old:
+            if old and (kind != "code" or _unused_code(entry.path)):
                 removed = _remove(entry.path)
+                if kind == "code" and not entry.name.endswith(".lock"):
+                    lock = _remove(entry.path + ".lock")
+                    removed = (removed[0] + lock[0], removed[1] + lock[1])
                 files, size = files + removed[0], size + removed[1]
     return files, size
+
+
+def _unused_code(path: str) -> bool:
+    """Whether no run uses the code dir at `path` (or the one `path` is the lock of). A lock
+    goes only with its folder, and a folder a run holds stays, however old."""
+    from hfuv import codedir
+
+    if path.endswith(".lock"):
+        folder = path[: -len(".lock")]
+        return not os.path.lexists(folder) and not codedir.in_use(folder)
+    return not codedir.in_use(path)
 
 
 def clean() -> tuple[int, int]:

@@ -60,8 +60,6 @@ def prepare_body(
     job_id = job_id or new_job_id()
     workdir = workdir or cache_dir() / "runs" / job_id
     env = job_environment(body, flavor, job_id)
-    if env.get("HFUV_BUNDLE_SHA256"):
-        env["HFUV_CODEDIR"] = str(cache_dir() / "code" / env["HFUV_BUNDLE_SHA256"][:32])
     command = [*(body.get("command") or []), *(body.get("arguments") or [])]
     argv, env = host_process(command, env, environ, workdir)
     timeout = body.get("timeoutSeconds")
@@ -211,28 +209,40 @@ def is_bootstrap(argv: list[str]) -> bool:
 def run_bootstrap(
     run: LocalRun,
     on_start: Callable[[LocalRun], None] | None = None,
-    on_ready: Callable[[str, list[str]], None] | None = None,
+    on_ready: Callable[[str, list[str], dict[str, bytes], str], None] | None = None,
     interpreter: str | None = None,
+    source: str | None = None,
 ) -> NoReturn:
     """Run the job here: the bootstrap's steps in this process, then its `uv run`, within the
     job's timeout (see `hfuv.supervisor`); exit with the job's exit code.
 
-    The same code the job's first process runs, without starting one more interpreter. Given
-    `interpreter`, the one uv finds for the job's X.Y (`check_python`), uv gets its path instead
-    of X.Y: the same Python, without uv's search through pyenv's shims each time a new code dir
-    needs a new environment (which is every time the code was edited).
+    The same code the job's first process runs, without starting one more interpreter; uv runs
+    the script from a code dir named by `source`, the user's script (see `hfuv.codedir`).
+    Given `interpreter`, the one uv finds for the job's X.Y (`check_python`), uv gets its path
+    instead of X.Y: the same Python, without uv's search through pyenv's shims whenever it
+    builds an environment. `on_ready` gets the uv and argv chosen, the bundle's files and the
+    code dir's name.
     """
-    from hfuv import bootstrap, supervisor
+    from hfuv import bootstrap, codedir, supervisor
 
     if not is_bootstrap(run.argv):
         raise UsageError("this job's command is not hfuv's bootstrap; it cannot run locally")
     run.workdir.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start(run)
-    uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:])
+    placed: dict[str, Any] = {}
+
+    def place_code(files: dict[str, bytes]) -> str:
+        digest = run.env["HFUV_BUNDLE_SHA256"]
+        name = codedir.folder_name(source, files, run.env["HFUV_SCRIPT"], digest)
+        placed.update(files=files, name=name)
+        return codedir.place(str(cache_dir() / "code"), dict.fromkeys([name, digest[:32]]),
+                             files)  # fmt: skip
+
+    uv, argv, workdir = bootstrap.prepare(run.env, run.argv[3:], place_code)
     if interpreter:
         argv[argv.index("--python") + 1] = interpreter
     if on_ready:
-        on_ready(uv, argv)
+        on_ready(uv, argv, placed["files"], placed["name"])
     supervisor.run_job(uv, argv, run.env, cwd=workdir, job_id=run.job_id,
                        timeout_seconds=run.timeout_seconds)  # fmt: skip

@@ -24,28 +24,18 @@ import time
 
 from hfuv import __version__
 from hfuv.cache import cache_root
+from hfuv.digest import sha256_hex
 
 TYPE_CHECKING = False  # typing itself costs more to import than a replay takes
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-FORMAT = 2
+FORMAT = 3
 # Shell bookkeeping that changes between identical commands and that nothing in hfuv reads.
 VOLATILE = frozenset(("_", "OLDPWD", "SHLVL", "PWD"))
 JOB_TOKEN, WORKDIR_TOKEN = "\0job-id\0", "\0workdir\0"
 MAX_AGE_SECONDS = 30 * 86400
-
-
-def _sha256(data: bytes) -> str:
-    try:
-        from _sha2 import sha256  # Python 3.12+: avoids loading OpenSSL through hashlib
-    except ImportError:
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from hashlib import sha256
-    return sha256(data).hexdigest()
 
 
 def record_path(args: Sequence[str], environ: Mapping[str, str]) -> str:
@@ -55,7 +45,7 @@ def record_path(args: Sequence[str], environ: Mapping[str, str]) -> str:
         if key not in VOLATILE:
             fields += [key, environ[key]]
     blob = "".join(f"{len(field)}:{field}" for field in fields)
-    digest = _sha256(blob.encode("utf-8", "surrogateescape"))
+    digest = sha256_hex(blob.encode("utf-8", "surrogateescape"))
     return os.path.join(cache_root(), "prepared", digest[:32])
 
 
@@ -152,7 +142,7 @@ def load(args: Sequence[str]) -> dict[str, Any] | None:
             content = source.read()
     except OSError:
         return None
-    return record if _sha256(content) == script["sha256"] else edited(record, content)
+    return record if sha256_hex(content) == script["sha256"] else edited(record, content)
 
 
 def script_record(request: Any, job: Any) -> dict[str, Any] | None:
@@ -199,18 +189,14 @@ def edited(record: dict[str, Any], content: bytes) -> dict[str, Any] | None:
     packed = bundle.make_bundle(files)
     if bundle.encoded_size(packed) > bundle.MAX_BUNDLE_CHARS:
         return None  # the full path says what is too big
-    digest = _sha256(packed)
-    changed = {"HFUV_BUNDLE_SHA256": digest, "HFUV_SOURCE_SHA256": _sha256(content)}
+    digest = sha256_hex(packed)
+    changed = {"HFUV_BUNDLE_SHA256": digest, "HFUV_SOURCE_SHA256": sha256_hex(content)}
     parts = bundle.split_bundle(packed)
     new = dict(record)
     if record["mode"] == "local":
-        codedir = os.path.join(os.path.dirname(record["codedir"]), digest[:32])
-        changed["HFUV_CODEDIR"] = codedir
         new["env"] = _rebundled(record["env"], parts, changed)
-        new["argv"] = list(record["argv"])
-        new["argv"][new["argv"].index("--script") + 1] = os.path.join(codedir, name)
-        new.update(codedir=codedir, contents=files)
-        return new if _unpacked(codedir, files) else None
+        new["contents"] = files
+        return new
     body = dict(record["body"])
     body["environment"] = _rebundled(body["environment"], parts, changed)
     if script["default_name"]:
@@ -234,58 +220,6 @@ def _rebundled(env: Mapping[str, str], parts: Mapping[str, str],
     return out
 
 
-def _unpacked(codedir: str, files: Mapping[str, bytes]) -> bool:
-    """The code dir of a bundle of `files`, as the bootstrap makes it: atomically, in full, and
-    holding exactly those files (a copy that differs is rebuilt, as `bootstrap.code_dir` does)."""
-    if _holds_exactly(codedir, files):
-        return True
-    import shutil
-    import tempfile
-
-    parent = os.path.dirname(codedir)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".unpacking-", dir=parent)
-        _write_files(staging, files)
-    except OSError:
-        return False
-    stale = staging.replace(".unpacking-", ".stale-")
-    try:
-        if os.path.lexists(codedir):
-            os.rename(codedir, stale)
-        os.rename(staging, codedir)  # concurrent runs see all or nothing
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another run got there first
-    shutil.rmtree(stale, ignore_errors=True)
-    return _holds_exactly(codedir, files)
-
-
-def _holds_exactly(folder: str, files: Mapping[str, bytes]) -> bool:
-    """Whether `folder` has `files`, byte for byte, and nothing else (no link)."""
-    if os.path.islink(folder) or not os.path.isdir(folder):
-        return False
-    found = 0
-    for root, dirs, names in os.walk(folder):
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
-            path = os.path.join(root, name)
-            relative = os.path.relpath(path, folder).replace(os.sep, "/")
-            if os.path.islink(path) or relative not in files:
-                return False
-            with open(path, "rb") as source:
-                if source.read() != files[relative]:
-                    return False
-            found += 1
-    return found == len(files)
-
-
-def _write_files(folder: str, files: Mapping[str, bytes]) -> None:
-    for name, content in files.items():
-        target = os.path.join(folder, name)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as out:
-            out.write(content)
-
-
 def run_if_prepared(args: Sequence[str]) -> None:
     """Replay `hfuv run ARGS` when a current record exists; else return and let the CLI run.
 
@@ -303,31 +237,30 @@ def run_if_prepared(args: Sequence[str]) -> None:
 
 
 def _exec_local(record: dict[str, Any]) -> None:
+    from hfuv import codedir
     from hfuv.jobenv import host_environment, new_job_id
 
     job_id = new_job_id()
     workdir = os.path.join(record["runs"], job_id)
-    try:
-        files = record.get("contents")  # an edited script's, rebuilt by `edited`
-        if files is None:
-            # The code dir holds this very bundle, unpacked and checked by an earlier bootstrap.
-            files = {}
-            for name in record["files"]:
-                with open(os.path.join(record["codedir"], name), "rb") as source:
-                    files[name] = source.read()
-        _write_files(workdir, files)
-    except OSError:
-        return  # the full path will say what is wrong
     env = host_environment(os.environ)
     for key in record["unset"]:
         env.pop(key, None)
     env.update(record["env"])
     env.update({"JOB_ID": job_id, "HFUV_WORKDIR": workdir})
+    files = record["contents"]
+    names = dict.fromkeys([record["code_name"], env["HFUV_BUNDLE_SHA256"][:32]])
+    try:
+        folder = codedir.place(os.path.join(cache_root(), "code"), names, files)
+        codedir.write_files(workdir, files)
+    except OSError:
+        return  # the full path will say what is wrong
+    argv = list(record["argv"])
+    argv[argv.index("--script") + 1] = os.path.join(folder, env["HFUV_SCRIPT"])
     for line in record["stderr"]:
         sys.stderr.write(line.replace(WORKDIR_TOKEN, workdir).replace(JOB_TOKEN, job_id) + "\n")
     from hfuv.supervisor import run_job
 
-    run_job(record["uv"], record["argv"], env, cwd=workdir, job_id=job_id,
+    run_job(record["uv"], argv, env, cwd=workdir, job_id=job_id,
             timeout_seconds=record["timeout"])  # fmt: skip
 
 
@@ -351,11 +284,13 @@ def local_record(
     env: Mapping[str, str],
     uv: str,
     argv: Sequence[str],
-    files: Sequence[str],
+    files: Mapping[str, bytes],
+    code_name: str,
     timeout_seconds: int | None,
     script: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The record of a local run whose bootstrap chose `uv` and `argv`."""
+    """The record of a local run whose bootstrap chose `uv` and `argv` for the bundle of `files`,
+    run from the code dir `code_name` (see `hfuv.codedir`)."""
     from hfuv.jobenv import host_environment
 
     host = host_environment(os.environ)
@@ -365,8 +300,8 @@ def local_record(
         "mode": "local",
         "stderr": [line.replace(job_id, JOB_TOKEN) for line in templates],
         "runs": os.path.dirname(workdir),
-        "codedir": env["HFUV_CODEDIR"],
-        "files": list(files),
+        "code_name": code_name,
+        "contents": dict(files),
         "env": {k: v for k, v in env.items() if host.get(k) != v and k not in varying},
         "unset": [k for k in host if k not in env],
         "uv": uv,

@@ -194,13 +194,14 @@ def test_cache_dir_prune_and_clean(tmp_path: Path) -> None:
         assert hfuv("run", script, "--local").code == 0
     assert hfuv("cache", "dir").stdout == f"{cache}\n"
     runs = sorted((cache / "runs").iterdir())
-    assert len(runs) == 2 and len(list((cache / "code").iterdir())) == 1
+    (code_dir, lock) = sorted((cache / "code").iterdir())  # one for both runs, and its lock
+    assert len(runs) == 2 and lock.name == f"{code_dir.name}.lock"
     assert list((cache / "prepared").iterdir())
 
     old = runs[0].stat().st_mtime - 10 * 86400
     os.utime(runs[0], (old, old))
-    for code_dir in (cache / "code").iterdir():  # the unpacked code a replay copies from
-        os.utime(code_dir, (old, old))
+    for path in (code_dir, lock):
+        os.utime(path, (old, old))
     pruned = hfuv("cache", "prune", "--older-than", "7d")
     assert pruned.code == 0 and pruned.stderr.startswith("removed ")
     assert sorted((cache / "runs").iterdir()) == runs[1:]

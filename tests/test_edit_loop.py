@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 from hfuv.payload import read_bundle
@@ -181,3 +183,82 @@ def test_what_only_the_full_path_can_judge_runs_it(tmp_path: Path) -> None:
     plain.write_text("print('two')\n")
     result = hfuv("run", str(plain), "--local", env=env)
     assert result.stdout == "two\n" and REPLAYED not in result.stderr
+
+
+WHERE = """\
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["hfuv-demo-a"]
+# ///
+import os, sys, time
+import hfuv_demo_a
+
+code = open(sys.argv[0]).read()
+print(os.path.dirname(os.path.abspath(sys.argv[0])), sys.prefix, flush=True)
+while os.path.exists(os.environ.get("HOLD", "/nonexistent")):  # until the test lets go
+    time.sleep(0.05)
+import helper  # a --file module, imported late
+
+print("VERSION", helper.VERSION, "same code" if open(sys.argv[0]).read() == code else "changed")
+"""
+
+
+def where(result) -> tuple[str, str, str]:
+    """(the folder uv ran the script from, its environment, what the script said last)."""
+    assert result.code == 0, result.stderr
+    first, last = result.stdout.splitlines()
+    folder, prefix = first.split()
+    return folder, prefix, last
+
+
+def test_edits_share_one_code_dir_and_environment_and_new_deps_get_their_own(
+    tmp_path: Path,
+) -> None:
+    script = write(tmp_path / "w.py", WHERE)
+    write(tmp_path / "helper.py", "VERSION = 1\n")
+    argv = ("run", str(script), "--local", "--file", str(tmp_path / "helper.py"))
+    runs = [where(hfuv(*argv, env=DEBUG))]
+    script.write_text(WHERE + "# edited\n")
+    replayed = hfuv(*argv, env=DEBUG)
+    assert REPLAYED in replayed.stderr and "Installed" not in replayed.stderr
+    runs.append(where(replayed))
+    script.write_text(WHERE + "# edited again\n")
+    full = hfuv(*argv, env={**DEBUG, "SOME_SETTING": "1"})  # the full path, another record
+    assert REPLAYED not in full.stderr
+    runs.append(where(full))
+    assert len(set(runs)) == 1  # one folder, one environment, for all three
+    assert Path(runs[0][0], "w.py").read_text().endswith("# edited again\n")
+
+    script.write_text(WHERE.replace('"hfuv-demo-a"', '"hfuv-demo-a", "hfuv-demo-b"'))
+    folder, prefix, _ = where(hfuv(*argv))
+    assert folder != runs[0][0] and prefix != runs[0][1]
+
+
+def test_an_edit_leaves_the_code_of_a_run_still_going_alone(tmp_path: Path) -> None:
+    script = write(tmp_path / "w.py", WHERE)
+    helper = write(tmp_path / "helper.py", "VERSION = 1\n")
+    argv = ("run", str(script), "--local", "--file", str(helper))
+    shared, _, said = where(hfuv(*argv))
+    assert said == "VERSION 1 same code"
+    hold = write(tmp_path / "hold", "")
+    going = subprocess.Popen([sys.executable, "-m", "hfuv", *argv, "-e", f"HOLD={hold}"],
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert going.stdout is not None
+        assert going.stdout.readline().split()[0] == shared
+        script.write_text(WHERE + "# edited while the first run goes on\n")
+        for args in (argv, (*argv, "--", "again")):  # the replay, then the full path
+            folder, _, said = where(hfuv(*args))
+            assert folder != shared and said == "VERSION 1 same code"
+        for path in (shared, f"{shared}.lock"):
+            os.utime(path, (1, 1))  # old enough to prune, were it not in use
+        pruned = hfuv("cache", "prune", "--older-than", "1d")
+        assert pruned.code == 0 and Path(shared, "w.py").read_text() == WHERE
+        hold.unlink()
+        out, err = going.communicate(timeout=120)
+    finally:
+        hold.unlink(missing_ok=True)
+        going.kill()
+    assert (going.returncode, out) == (0, "VERSION 1 same code\n"), err
+    folder, _, _ = where(hfuv(*argv))  # with nothing running, the folder follows edits
+    assert folder == shared and Path(shared, "w.py").read_text().endswith("goes on\n")

@@ -128,6 +128,39 @@ def test_bundle_round_trip(files: dict[str, bytes]) -> None:
     assert make_bundle(dict(reversed(list(files.items())))) == bundle
 
 
+def tarfile_bundle(files: dict[str, bytes]) -> bytes:
+    """The bundle as `tarfile` and `gzip` write it: what hfuv.bundle's own writer must match."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(files[name]), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            archive.addfile(info, io.BytesIO(files[name]))
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
+
+
+SEGMENTS = st.text(st.sampled_from("abz09_-.éü中\udcff"), min_size=1, max_size=60).filter(
+    lambda n: n not in (".", "..")
+)
+PATHS = st.lists(SEGMENTS, min_size=1, max_size=4).map("/".join)
+
+
+@settings(deadline=None)
+@given(st.dictionaries(PATHS, st.binary(max_size=3000), min_size=1, max_size=6))
+def test_the_bundle_is_the_archive_tarfile_and_gzip_write(files: dict[str, bytes]) -> None:
+    """Long names, non-ASCII ones and names that are not UTF-8 included."""
+    assert make_bundle(files) == tarfile_bundle(files)
+
+
 VERSIONS = st.lists(st.integers(0, 20), min_size=1, max_size=3).map(
     lambda parts: ".".join(map(str, parts))
 )

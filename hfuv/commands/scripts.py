@@ -241,23 +241,22 @@ def run_here(job: Any, replay_inputs: list[str] | None, script: dict[str, Any] |
         f"remotely: {job.spec.estimate()['summary']}); work dir {prepared.workdir}"
     )
 
-    def record(uv: str, argv: list[str]) -> None:
+    def record(uv: str, argv: list[str], files: dict[str, bytes], code_name: str) -> None:
         from hfuv import replay
 
-        codedir = prepared.env["HFUV_CODEDIR"]
-        shipped = [codedir, *(os.path.join(codedir, name) for name in job.spec.files)]
         pythons = str(pyenv_versions(os.environ))  # a new pyenv Python can change PATH
         entry = replay.local_record(
             stderr=[*warning_lines(job.warnings), announcement], job_id=prepared.job_id,
             workdir=str(prepared.workdir), env=prepared.env, uv=uv, argv=argv,
-            files=job.spec.files, timeout_seconds=prepared.timeout_seconds, script=script,
+            files=files, code_name=code_name, timeout_seconds=prepared.timeout_seconds,
+            script=script,
         )  # fmt: skip
-        replay.save(replay.args_of_this_run(), entry,
-                    [*replay_inputs, python, pythons, uv, *shipped])  # fmt: skip
+        replay.save(replay.args_of_this_run(), entry, [*replay_inputs, python, pythons, uv])
 
+    source = job.inspection.source.path
     local.run_bootstrap(prepared, on_start=lambda _: status(announcement),
                         on_ready=record if replay_inputs is not None else None,
-                        interpreter=python)  # fmt: skip
+                        interpreter=python, source=source and str(source))  # fmt: skip
 
 
 def run_in_container(job: Any, kind: str) -> None:
