@@ -245,4 +245,5 @@ def run_bootstrap(
     if on_ready:
         on_ready(uv, argv, placed["files"], placed["name"])
     supervisor.run_job(uv, argv, run.env, cwd=workdir, job_id=run.job_id,
-                       timeout_seconds=run.timeout_seconds)  # fmt: skip
+                       timeout_seconds=run.timeout_seconds,
+                       once_started=codedir.remove_replaced)  # fmt: skip

@@ -261,7 +261,7 @@ def _exec_local(record: dict[str, Any]) -> None:
     from hfuv.supervisor import run_job
 
     run_job(record["uv"], argv, env, cwd=workdir, job_id=job_id,
-            timeout_seconds=record["timeout"])  # fmt: skip
+            timeout_seconds=record["timeout"], once_started=codedir.remove_replaced)  # fmt: skip
 
 
 def _submit(record: dict[str, Any]) -> int:

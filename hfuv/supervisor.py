@@ -49,8 +49,10 @@ def run_job(
     cwd: str,
     job_id: str,
     timeout_seconds: int | None,
+    once_started: Callable[[], None] | None = None,
 ) -> NoReturn:
-    """Run the job's process to its end, within its timeout; exit as it did."""
+    """Run the job's process to its end, within its timeout; exit as it did. `once_started`
+    runs in hfuv while the job starts: housekeeping that need not delay it."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # or the child would write what is buffered a second time
     terminal = foreground_terminal()
@@ -70,6 +72,8 @@ def run_job(
     if timeout_seconds:
         signal.alarm(timeout_seconds)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if once_started is not None:
+        once_started()
     status = job.wait()
     signal.alarm(0)
     job.kill_group(signal.SIGKILL)  # what the job left behind
