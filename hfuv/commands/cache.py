@@ -26,7 +26,7 @@ def cache_dir_command() -> None:
               help="Remove what is older: seconds, or 30m, 12h, 7d.")  # fmt: skip
 def cache_prune(older_than: str) -> None:
     """Remove local run dirs (with what the scripts wrote there), replay records and unpacked
-    code older than AGE. Locks and fetched scripts stay."""
+    code older than AGE. Locks, fetched scripts and the code of runs still going stay."""
     from hfuv.cache import prune
     from hfuv.plan import parse_timeout
 
