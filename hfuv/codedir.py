@@ -121,8 +121,13 @@ def holds_exactly(folder: str, files: Mapping[str, bytes]) -> bool:
         return False
     found = 0
     for root, dirs, names in os.walk(folder):
-        if "__pycache__" in dirs and not _ships_a_pycache(files, os.path.relpath(root, folder)):
-            dirs.remove("__pycache__")  # Python's, from these very sources: they are checked
+        cache = os.path.join(root, "__pycache__")
+        if (
+            "__pycache__" in dirs
+            and not os.path.islink(cache)
+            and not _ships_a_pycache(files, os.path.relpath(root, folder))
+        ):
+            dirs.remove("__pycache__")  # Python's own, compiled from these very sources
         for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder).replace(os.sep, "/")
