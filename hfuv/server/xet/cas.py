@@ -124,8 +124,10 @@ class Cas:
         for record in stored:
             path = self.root / "files" / f"{record.hash}.json"
             if not path.is_file():
-                doc = {"size": record.size,
-                       "terms": [[t.xorb, t.chunk_start, t.chunk_end] for t in record.terms]}  # fmt: skip
+                doc = {
+                    "size": record.size,
+                    "terms": [[t.xorb, t.chunk_start, t.chunk_end] for t in record.terms],
+                }
                 _write(path, json.dumps(doc).encode())
         return stored
 
@@ -149,20 +151,28 @@ class Cas:
             try:
                 chunks = self.chunks(xorb)
             except NotStored:
-                raise CasError(f"{where}: term {number} names xorb {xorb}, which is not "
-                               "stored; upload the xorb first") from None  # fmt: skip
+                raise CasError(
+                    f"{where}: term {number} names xorb {xorb}, which is not "
+                    "stored; upload the xorb first"
+                ) from None
             if term.chunk_end > len(chunks):
-                raise CasError(f"{where}: term {number} asks for chunks [{term.chunk_start}, "
-                               f"{term.chunk_end}) of xorb {xorb}, which has {len(chunks)}")  # fmt: skip
+                raise CasError(
+                    f"{where}: term {number} asks for chunks [{term.chunk_start}, "
+                    f"{term.chunk_end}) of xorb {xorb}, which has {len(chunks)}"
+                )
             picked = chunks[term.chunk_start : term.chunk_end]
             if sum(c.size for c in picked) != term.unpacked_bytes:
-                raise CasError(f"{where}: term {number} says {term.unpacked_bytes} bytes; its "
-                               f"chunks hold {sum(c.size for c in picked)}")  # fmt: skip
+                raise CasError(
+                    f"{where}: term {number} says {term.unpacked_bytes} bytes; its "
+                    f"chunks hold {sum(c.size for c in picked)}"
+                )
             raw_hashes = [from_hex(c.hash) for c in picked]
             assert info.verification is not None
             if verification_hash(raw_hashes) != info.verification[number]:
-                raise CasError(f"{where}: term {number}'s verification hash does not match the "
-                               f"chunks [{term.chunk_start}, {term.chunk_end}) of xorb {xorb}")  # fmt: skip
+                raise CasError(
+                    f"{where}: term {number}'s verification hash does not match the "
+                    f"chunks [{term.chunk_start}, {term.chunk_end}) of xorb {xorb}"
+                )
             leaves += [(h, c.size) for h, c in zip(raw_hashes, picked, strict=True)]
             terms.append(FileTerm(xorb, term.chunk_start, term.chunk_end))
         computed = file_hash(leaves)

@@ -101,6 +101,7 @@ def verify(name: str, body: bytes) -> list[Chunk]:
     chunks, _ = chunks_of(body)
     computed = to_hex(xorb_hash([(c.hash, c.size) for c in chunks]))
     if computed != name:
-        raise XorbError(f"xorb hash mismatch: its {len(chunks)} chunks hash to {computed}, "
-                        f"not {name}")  # fmt: skip
+        raise XorbError(
+            f"xorb hash mismatch: its {len(chunks)} chunks hash to {computed}, not {name}"
+        )
     return chunks
