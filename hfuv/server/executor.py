@@ -36,6 +36,7 @@ from hfuv.runtime import (
 from hfuv.runtime.gpus import GpuPool
 from hfuv.runtime.gpus import metrics as gpu_metrics
 from hfuv.server import capacity, volumes
+from hfuv.server.buckets import Buckets
 from hfuv.server.isolation import JOB_UID_BASE
 from hfuv.server.logs import START, DiskFull, LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
@@ -88,8 +89,10 @@ class Executor:
         runtime: Runtime | None = None,
         users_root: Path | None = None,
         gpus: GpuPool | None = None,
+        buckets: Buckets | None = None,
     ) -> None:
         self.store = store
+        self.buckets = buckets  # bucket volumes are mounted from (and written back to) these
         self.logs = logs
         self.work_root = work_root
         self.max_parallel = max(1, max_parallel)
