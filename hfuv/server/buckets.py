@@ -22,7 +22,7 @@ from starlette.routing import Route
 from hfuv.server.bucket_store import BucketStore
 from hfuv.server.logs import timestamp
 from hfuv.server.tokens import Identity
-from hfuv.server.wire import BodyError, parse_json
+from hfuv.server.wire import BodyError, header_value, parse_json
 from hfuv.server.wire import SafeJSONResponse as JSONResponse
 from hfuv.server.xet.cas import Cas, NotStored
 from hfuv.server.xet.hashes import ZERO_HASH, from_hex, to_hex
@@ -109,6 +109,18 @@ def _bucket(buckets: Buckets, request: Request, identity: Identity) -> tuple[str
     if buckets.store.get(namespace, name) is None:
         raise BucketApiError(404, f"Bucket {namespace}/{name} not found")
     return namespace, name
+
+
+def check_volumes(buckets: Buckets, identity: Identity, spec: dict[str, Any]) -> None:
+    """ValueError naming the first bucket volume of `spec` that `identity` cannot mount: one
+    of a namespace it cannot use (a token sees only its namespaces' buckets), or none at all."""
+    for index, volume in enumerate(spec.get("volumes") or []):
+        if volume["type"] != "bucket":
+            continue
+        namespace, name = volume["source"].split("/")
+        where = f"`volumes[{index}]` (bucket {volume['source']} at {volume['mountPath']})"
+        if not identity.can_use(namespace) or buckets.store.get(namespace, name) is None:
+            raise ValueError(f"{where}: no bucket {volume['source']} that this token can use")
 
 
 def _hub(request: Request) -> str:
@@ -204,9 +216,15 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
                 f"invalid bucket name {name[:100]!r}: letters, digits, "
                 "'.', '_' and '-', at most 96",
             )
-        if not buckets.store.create(namespace, name, visibility == "private"):
-            raise BucketApiError(409, f"Bucket {namespace}/{name} already exists")
         url = f"{_hub(request)}/buckets/{namespace}/{name}"
+        if not buckets.store.create(namespace, name, visibility == "private"):
+            # The official client reads `url` from the 409 too (create_bucket(exist_ok=True)).
+            message = f"Bucket {namespace}/{name} already exists"
+            return JSONResponse(
+                {"error": message, "url": url},
+                409,
+                headers={"X-Error-Message": header_value(message)},
+            )
         return JSONResponse({"url": url, "id": f"{namespace}/{name}"})
 
     async def bucket(request: Request, identity: Identity) -> Response:
@@ -245,9 +263,7 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
         files = buckets.store.files(namespace, name, f"{prefix}/" if prefix else "")
         exact = buckets.store.file(namespace, name, prefix) if prefix else None
         entries = [file_json(exact)] if exact else tree(files, prefix, recursive)
-        if prefix and not entries:
-            raise BucketApiError(404, f"No path {prefix} in bucket {namespace}/{name}")
-        return JSONResponse(entries)
+        return JSONResponse(entries)  # nothing under a prefix: an empty list, as on the Hub
 
     async def paths_info(request: Request, identity: Identity) -> Response:
         namespace, name = _bucket(buckets, request, identity)
