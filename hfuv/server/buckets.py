@@ -94,10 +94,10 @@ def path_problem(path: Any) -> str | None:
     return None
 
 
-def _namespace(request: Request, identity: Identity) -> str:
+def _namespace(request: Request, identity: Identity, *, me_alias: bool = False) -> str:
     namespace = request.path_params["namespace"]
-    if namespace == "me":  # create_bucket("name") without a namespace
-        namespace = identity.name
+    if me_alias and namespace == "me" and not identity.can_use("me"):
+        namespace = identity.name  # create_bucket("name"), without a namespace: the user's
     if not identity.can_use(namespace):
         raise BucketApiError(403, f"You don't have access to the namespace {namespace}")
     return namespace
@@ -193,7 +193,7 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
         return guarded(wrapped)
 
     async def create(request: Request, identity: Identity) -> Response:
-        namespace = _namespace(request, identity)
+        namespace = _namespace(request, identity, me_alias=True)
         name = request.path_params["name"]
         body = await _json(request)
         if not isinstance(body, dict):
