@@ -283,6 +283,7 @@ def project(tmp_path: Path) -> Path:
     folder = tmp_path / "project"
     write(folder / "train.py", DEMO)
     write(folder / "helper.py", "VALUE = 'sibling-42'\n")
+    (folder / "wheels").mkdir()
     build_wheel(folder / "wheels", "hfuv-demo-a", "1.0.0", "VALUE = 'a-1.0.0'\n")
     return folder
 
