@@ -323,6 +323,18 @@ def test_run_uv_job_with_a_local_path(
     lines = list(api.fetch_job_logs(job_id=job.id, namespace="me", follow=True))
     assert "solo ['--n', '3']" in lines
     assert api.inspect_job(job_id=job.id, namespace="me").status.stage == "COMPLETED"
+    # Another namespace's bucket is not mountable, even by its name.
+    from huggingface_hub import Volume
+    from huggingface_hub.errors import HfHubHTTPError
+
+    hf_api(podman_server, "other").create_bucket("other/private-data")
+    with pytest.raises(HfHubHTTPError, match="no bucket other/private-data that this token can"):
+        api.run_job(
+            image=busybox_image(),
+            command=["ls", "/x"],
+            namespace="me",
+            volumes=[Volume(type="bucket", source="other/private-data", mount_path="/x")],
+        )
 
 
 def test_hf_jobs_run_mounts_a_local_folder(podman_server: ServerProcess, tmp_path: Path) -> None:
