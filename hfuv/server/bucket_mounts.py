@@ -40,7 +40,7 @@ def _folder(volume: Mapping[str, Any]) -> str:
 
 
 def lay_out(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> Mount:
-    """The bucket folder of `volume` as files in `target` (which must not exist), as a mount."""
+    """The bucket folder of `volume` as files in `target` (laid out anew), as a mount."""
     namespace, name = volume["source"].split("/")
     if buckets.store.get(namespace, name) is None:
         raise RuntimeFailure(f"volume {describe(volume)}: no bucket {volume['source']}")
@@ -49,6 +49,7 @@ def lay_out(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> Mount:
     files = buckets.store.files(namespace, name, base)
     if folder and not files:
         raise RuntimeFailure(f"volume {describe(volume)}: the bucket has no folder {folder}")
+    discard(target)  # a queued job laid out again after a restart starts from the bucket
     target.mkdir(parents=True)
     manifest: dict[str, list[Any]] = {}
     for entry in files:
