@@ -295,7 +295,10 @@ def test_an_ended_job_serves_nothing(server: ServerProcess) -> None:
         ({"expose": {"ports": [8000], "portsPublic": [9000]}}, "`expose.portsPublic`"),
         ({"expose": {"ports": [0]}}, "`expose.ports`"),
         ({"expose": {"ports": [8000], "open": True}}, "`expose.open`"),
-        ({"volumes": [{"type": "bucket", "source": "me/b", "mountPath": "/b"}]}, "`volumes[0]`"),
+        (
+            {"volumes": [{"type": "bucket", "source": "me/b", "mountPath": "/b"}]},
+            "`volumes[0]` (bucket me/b at /b): the host runtime cannot mount",
+        ),
         (
             {
                 "volumes": [

@@ -30,6 +30,7 @@ from hfuv.flavors import CATALOG, DEFAULT_FLAVOR
 from hfuv.runtime import Runtime
 from hfuv.runtime.gpus import GpuPool
 from hfuv.server import jobspec, metrics, webhooks
+from hfuv.server.buckets import Buckets, bucket_routes, check_volumes
 from hfuv.server.executor import Executor, attempts_of
 from hfuv.server.logs import DEFAULT_MAX_LOG_BYTES, START, LogBook, timestamp
 from hfuv.server.proxy import ExposeProxy, expose_url, exposed
@@ -58,6 +59,7 @@ class ServerState:
     poll_seconds: float = 0.1
     scheduler: Scheduler | None = None
     port: int | None = None  # where the server listens: exposed ports are served there too
+    buckets: Buckets | None = None  # storage buckets and their Xet CAS (hfuv.server.buckets)
 
     def check_runnable(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The spec, if this server can ever run it; else a 400 naming what its runtime or
@@ -152,6 +154,8 @@ def create_app(state: ServerState) -> ExposeProxy:
               methods=["POST"]),
         Route("/webhooks/{webhook_id}", _webhook_receive(state), methods=["POST"]),
     ]  # fmt: skip
+    if state.buckets is not None:
+        routes += bucket_routes(state.buckets, guarded)
     app = Starlette(routes=routes)
     app.state.hfuv = state
     return ExposeProxy(app, state)
@@ -209,12 +213,22 @@ def _create(state: ServerState):
     async def handler(request: Request, identity: Identity) -> Response:
         namespace = _namespace(request, identity)
         body = await _json_body(request)
-        spec = state.check_runnable(validate_spec(body))
+        spec = _check_buckets(state, identity, state.check_runnable(validate_spec(body)))
         key = spec["labels"].get(SUBMISSION_LABEL)
         record = state.launch(namespace, _owner(namespace, identity), _user(identity), spec, key)
         return JSONResponse(job_json(record, state.port))
 
     return handler
+
+
+def _check_buckets(state: ServerState, identity: Identity, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec, if `identity` may mount each of its bucket volumes; else a 400 naming one."""
+    if state.buckets is not None:
+        try:
+            check_volumes(state.buckets, identity, spec)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+    return spec
 
 
 def _owner(namespace: str, identity: Identity) -> dict[str, str]:
@@ -591,6 +605,7 @@ def _schedule_create(state: ServerState):
         if not isinstance(body, dict):
             raise ApiError(400, "Request body must be a JSON object")
         spec = state.check_runnable(validate_spec(body.get("jobSpec")))
+        _check_buckets(state, identity, spec)
         flags = {key: body.get(key, False) for key in ("suspend", "concurrency")}
         if not all(isinstance(value, bool) for value in flags.values()):
             raise ApiError(400, "`suspend` and `concurrency` must be booleans")
@@ -806,9 +821,10 @@ def build_state(
         users_root=data_dir / "users" if job_users else None,
         gpus=gpus,
         runtime=runtime,
+        buckets=Buckets.open(data_dir),
     )
     keepalive = float(os.environ.get("HFUV_SERVER_KEEPALIVE", "30"))
-    state = ServerState(store, logs, executor, tokens, keepalive)
+    state = ServerState(store, logs, executor, tokens, keepalive, buckets=executor.buckets)
 
     def launch_scheduled(record: dict[str, Any]) -> JobRecord:
         initiator = {"type": "scheduled-job", "id": record["id"]}

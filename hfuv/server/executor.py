@@ -35,7 +35,8 @@ from hfuv.runtime import (
 )
 from hfuv.runtime.gpus import GpuPool
 from hfuv.runtime.gpus import metrics as gpu_metrics
-from hfuv.server import capacity, volumes
+from hfuv.server import bucket_mounts, capacity, volumes
+from hfuv.server.buckets import Buckets
 from hfuv.server.isolation import JOB_UID_BASE
 from hfuv.server.logs import START, DiskFull, LogBook, LogWriter
 from hfuv.server.store import JobRecord, Store
@@ -88,8 +89,10 @@ class Executor:
         runtime: Runtime | None = None,
         users_root: Path | None = None,
         gpus: GpuPool | None = None,
+        buckets: Buckets | None = None,
     ) -> None:
         self.store = store
+        self.buckets = buckets  # bucket volumes are mounted from (and written back to) these
         self.logs = logs
         self.work_root = work_root
         self.max_parallel = max(1, max_parallel)
@@ -150,8 +153,9 @@ class Executor:
         self.store.update(record.id, message="Fetching volumes from the Hub")
         try:
             mounts = volumes.mounts_for(record.spec, self.work_root.parent / "volumes",
-                                        self.environ)  # fmt: skip
+                                        self.environ, self._bucket_lay_out(record))  # fmt: skip
         except Exception as exc:  # the job ends with the reason, as when it cannot start
+            bucket_mounts.discard(self._bucket_root(record.id))
             with self._cond:
                 wanted = record.id in self._fetching
                 self._fetching.discard(record.id)
@@ -168,6 +172,31 @@ class Executor:
             self._queue.append(record.id)
             self._cond.notify_all()
 
+    def _bucket_root(self, job_id: str) -> Path:
+        return self.work_root.parent / "bucket-mounts" / job_id
+
+    def _bucket_lay_out(self, record: JobRecord):
+        if self.buckets is None:
+            return None
+        buckets, root = self.buckets, self._bucket_root(record.id)
+        return lambda index, volume: bucket_mounts.lay_out(buckets, volume, root / str(index))
+
+    def _save_buckets(self, record: JobRecord) -> str | None:
+        """What the job wrote to its read-write bucket volumes, into the buckets; why it
+        could not be, or None. The laid-out folders are removed either way."""
+        root = self._bucket_root(record.id)
+        if self.buckets is None or not root.is_dir():
+            return None
+        try:
+            for index, volume in enumerate(record.spec.get("volumes") or []):
+                if volume["type"] == "bucket" and not bucket_mounts.read_only(volume):
+                    bucket_mounts.write_back(self.buckets, volume, root / str(index))
+        except Exception as exc:  # the job's status says so
+            return str(exc) if isinstance(exc, RuntimeFailure) else f"{type(exc).__name__}: {exc}"
+        finally:
+            bucket_mounts.discard(root)
+        return None
+
     def cancel(self, job_id: str) -> None:
         with self._cond:
             if job_id in self._queue or job_id in self._fetching:
@@ -175,6 +204,7 @@ class Executor:
                     self._unqueue(job_id)
                 self._fetching.discard(job_id)
                 self._mounts.pop(job_id, None)
+                bucket_mounts.discard(self._bucket_root(job_id))
                 self.store.finish(job_id, "CANCELED", "Job canceled", None)
                 self._cond.notify_all()  # the jobs behind it may start now
                 return
@@ -440,6 +470,7 @@ class Executor:
                 writer.write(f"===== Job failed to start: {reason} =====")
             finally:
                 writer.close()
+        bucket_mounts.discard(self._bucket_root(record.id))
         self.store.update(record.id, started_at=time.time())
         self.store.finish(record.id, "ERROR", f"Job failed to start: {reason}", 127)
 
@@ -488,6 +519,9 @@ class Executor:
             ending = "timeout"  # the runtime's own timer (e.g. while no server ran) ended it
         tries = f" (attempt {attempt} of {attempts})" if attempts > 1 else ""
         finish = functools.partial(self.store.finish, record.id, at=ended_at)
+        unsaved = self._save_buckets(record)  # before the stage says the job has ended
+        if unsaved:
+            finish = functools.partial(self._finish_unsaved, finish, unsaved)
         if disk_full:
             finish("ERROR", disk_full, code)
         elif ending == "cancel":
@@ -504,6 +538,16 @@ class Executor:
         else:
             unused = self._unused_image_note(record)  # the likely why, on the host runtime
             finish("ERROR", f"Job failed with exit code: {code}{tries}{unused}", code)
+
+    @staticmethod
+    def _finish_unsaved(finish, unsaved: str, stage: str, message: str | None,
+                        code: int | None) -> None:  # fmt: skip
+        """A job whose bucket outputs could not be saved ends as ERROR, saying why."""
+        note = f"its bucket volume could not be saved: {unsaved}"
+        if stage == "COMPLETED":
+            finish("ERROR", f"Job completed, but {note}", code)
+        else:
+            finish(stage, f"{message or stage}; {note}", code)
 
     def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
                why: str) -> Handle | None:  # fmt: skip

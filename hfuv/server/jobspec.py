@@ -1,9 +1,10 @@
 """The optional fields of a job spec: checked at create, so what hfuv server cannot honour is a
 400 naming the field, never stored and ignored.
 
-Honoured: `attempts`, `expose`, `volumes` of Hub repos (model, dataset, Space; read-only, and only
-on a container runtime), `arch` when it is this machine's. Refused: `ssh`, `network`,
-`resourceGroupId`, bucket volumes, and any field this server does not know (a newer client's).
+Honoured: `attempts`, `expose`, `volumes` (Hub repos: model, dataset, Space, read-only; buckets of
+the job's namespace, read-write unless `readOnly`; only on a container runtime), `arch` when it
+is this machine's. Refused: `ssh`, `network`, `resourceGroupId`, and any field this server does
+not know (a newer client's).
 """
 
 from __future__ import annotations
@@ -99,13 +100,8 @@ def _volumes(value: Any) -> list[dict[str, Any]]:
         if unknown:
             raise SpecError(f"unknown field `{where}.{unknown[0]}`")
         kind, source, mount = volume.get("type"), volume.get("source"), volume.get("mountPath")
-        if kind == "bucket":
-            raise SpecError(
-                f"`{where}`: bucket volumes ({source} at {mount}) are not supported by hfuv "
-                "server; use a model, dataset or Space volume"
-            )
-        if kind not in REPO_VOLUMES:
-            raise SpecError(f"`{where}.type` must be one of {', '.join(REPO_VOLUMES)}")
+        if kind not in (*REPO_VOLUMES, "bucket"):
+            raise SpecError(f"`{where}.type` must be one of {', '.join(REPO_VOLUMES)}, bucket")
         if not isinstance(source, str) or source.count("/") != 1 or not all(source.split("/")):
             raise SpecError(f"`{where}.source` must be ORG/NAME")
         if not isinstance(mount, str) or not mount.startswith("/") or mount == "/":
@@ -118,7 +114,11 @@ def _volumes(value: Any) -> list[dict[str, Any]]:
                 raise SpecError(f"`{where}.{key}` must be a string")
         if ".." in str(volume.get("path", "")).split("/"):
             raise SpecError(f"`{where}.path` must stay inside the repo")
-        if volume.get("readOnly") is False:
+        if volume.get("readOnly") is not None and not isinstance(volume["readOnly"], bool):
+            raise SpecError(f"`{where}.readOnly` must be a boolean")
+        if kind == "bucket" and "revision" in volume:
+            raise SpecError(f"`{where}`: a bucket has no revisions; drop revision")
+        if kind != "bucket" and volume.get("readOnly") is False:
             raise SpecError(f"`{where}`: {kind} volumes are read-only; drop readOnly: false")
     return value
 
@@ -148,12 +148,14 @@ def check_runnable(
                 f"{where}: the host runtime cannot mount a volume at an absolute path; "
                 "start hfuv server with --runtime podman (or docker)"
             )
+        needed = ("huggingface_hub", "fetch Hub repos")
+        if volume["type"] == "bucket":  # what the job writes is chunked by the Xet client
+            needed = ("hf_xet", "save what a job writes to a bucket")
         try:
-            import huggingface_hub  # noqa: F401
+            __import__(needed[0])
         except ImportError:
-            raise SpecError(
-                f"{where}: this server cannot fetch Hub repos; pip install huggingface_hub"
-            ) from None
+            raise SpecError(f"{where}: this server cannot {needed[1]}; pip install "
+                            f"{needed[0]}") from None  # fmt: skip
     ports = (spec.get("expose") or {}).get("ports") or []
     if runtime_kind == "host" and ports and users > 1:
         raise SpecError(

@@ -1,5 +1,5 @@
 """`hf://` volumes: a model, dataset or Space of the Hub, fetched by the server and mounted
-read-only in the job.
+read-only in the job (bucket volumes: `hfuv.server.bucket_mounts`).
 
 `huggingface_hub.snapshot_download` fetches a revision into the server's Hub cache (from the
 server's HF_ENDPOINT, with the job's HF_TOKEN secret if it has one, never the server's own
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,22 @@ def describe(volume: Mapping[str, Any]) -> str:
 
 
 def mounts_for(
-    spec: Mapping[str, Any], cache: Path, environ: Mapping[str, str]
-) -> tuple[Mount, ...]:
-    """The job's volumes as mounts, each fetched (or found in `cache`) first."""
+    spec: Mapping[str, Any], cache: Path, environ: Mapping[str, str],
+    bucket: Callable[[int, Mapping[str, Any]], Mount] | None = None,
+) -> tuple[Mount, ...]:  # fmt: skip
+    """The job's volumes as mounts, each fetched (or found in `cache`) first; a bucket volume
+    is laid out by `bucket(index, volume)` (`hfuv.server.bucket_mounts`)."""
     token = (spec.get("secrets") or {}).get("HF_TOKEN") or False
-    return tuple(
-        Mount(source=fetch(volume, cache, environ, token), target=volume["mountPath"])
-        for volume in spec.get("volumes") or []
-    )
+    mounts = []
+    for index, volume in enumerate(spec.get("volumes") or []):
+        if volume["type"] == "bucket":
+            if bucket is None:
+                raise RuntimeFailure(f"volume {describe(volume)}: this server has no buckets")
+            mounts.append(bucket(index, volume))
+        else:
+            source = fetch(volume, cache, environ, token)
+            mounts.append(Mount(source=source, target=volume["mountPath"]))
+    return tuple(mounts)
 
 
 def fetch(volume: Mapping[str, Any], cache: Path, environ: Mapping[str, str],
