@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO
+from urllib.parse import quote, urlsplit
 
 from hfuv import __version__
 from hfuv.auth import find_hf_token
@@ -367,25 +367,28 @@ class JobsClient:
         self, namespace: str, *, stages: tuple[str, ...] = (), labels: tuple[str, ...] = ()
     ) -> list[dict[str, Any]]:
         params = [("stage", s.upper()) for s in stages] + [("label", lab) for lab in labels]
-        path = f"/api/jobs/{namespace}"
+        return self._paged(f"/api/jobs/{namespace}", params, "jobs")
+
+    def _paged(self, path: str, params: Any, what: str) -> list[dict[str, Any]]:
+        """Every item of a list the server answers in pages linked by `Link: rel=next`."""
         response = self._request("GET", path, params=params)
-        jobs = self._page(response, path)
+        items = self._page(response, path, what)
         seen = {str(response.url)}
         while "next" in response.links:
-            path = self._next_page(response, seen)
+            path = self._next_page(response, seen, what)
             response = self._request("GET", path)
-            jobs.extend(self._page(response, path))
-        return jobs
+            items.extend(self._page(response, path, what))
+        return items
 
-    def _page(self, response: httpx.Response, path: str) -> list[dict[str, Any]]:
+    def _page(self, response: httpx.Response, path: str, what: str) -> list[dict[str, Any]]:
         page = self._json(response, "GET", path)
         if not isinstance(page, list):
             raise JobsApiError(f"{self.endpoint} answered GET {path} with a "
-                               f"{type(page).__name__}, not a list of jobs", status=599,
+                               f"{type(page).__name__}, not a list of {what}", status=599,
                                hint="check HF_ENDPOINT")  # fmt: skip
         return page
 
-    def _next_page(self, response: httpx.Response, seen: set[str]) -> str:
+    def _next_page(self, response: httpx.Response, seen: set[str], what: str) -> str:
         """The path of the page a `Link: rel=next` names: on this endpoint, new, and in bounds.
 
         Following a link elsewhere would hand the token to whoever the link names.
@@ -393,23 +396,63 @@ class JobsClient:
         url = _joined(response.url, response.links["next"].get("url", ""))
         if not url.startswith(self.endpoint + "/"):
             raise JobsApiError(
-                f"{self.endpoint} linked the next page of jobs to {_origin_of(url)}, which is not "
-                "the endpoint; hfuv sends the token only to the endpoint",
+                f"{self.endpoint} linked the next page of {what} to {_origin_of(url)}, which is "
+                "not the endpoint; hfuv sends the token only to the endpoint",
                 status=599,
                 hint="check HF_ENDPOINT; the server's pagination points elsewhere",
             )
         if url in seen:
-            raise LimitError(f"the job list from {self.endpoint} loops: page {len(seen) + 1} "
-                             "links back to an earlier page",
+            raise LimitError(f"the list of {what} from {self.endpoint} loops: page "
+                             f"{len(seen) + 1} links back to an earlier page",
                              hint="the server's pagination is broken; retry later")  # fmt: skip
         if len(seen) >= self.limits.max_pages:
             raise LimitError(
-                f"the job list from {self.endpoint} has more than {self.limits.max_pages} pages "
-                "(HFUV_MAX_PAGES)",
+                f"the list of {what} from {self.endpoint} has more than {self.limits.max_pages} "
+                "pages (HFUV_MAX_PAGES)",
                 hint="narrow it (--label, --status) or raise HFUV_MAX_PAGES",
             )
         seen.add(url)
         return url[len(self.endpoint) :]
+
+    def bucket_files(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+        """The files of bucket `bucket` (NS/NAME) under `prefix`, at any depth."""
+        path = f"/api/buckets/{bucket}/tree"
+        if prefix:
+            path += "/" + quote(prefix.strip("/"), safe="")
+        entries = self._paged(path, {"recursive": "true"}, "bucket files")
+        return [entry for entry in entries if entry.get("type") == "file"]
+
+    def download_bucket_file(self, bucket: str, name: str, out: BinaryIO) -> int:
+        """Write the bytes of file `name` of `bucket` to `out`; → the bytes written.
+
+        The Hub may redirect a download to its storage: httpx follows, and drops the token
+        when the redirect leaves the endpoint's origin."""
+        if not self.token:
+            raise AuthError("no Hugging Face token",
+                            hint="set HF_TOKEN, run `hf auth login`, or pass --token")  # fmt: skip
+        path = f"/buckets/{bucket}/resolve/{quote(name, safe='/')}"
+        backoff = Backoff()
+        while True:
+            out.seek(0)
+            out.truncate()
+            try:
+                with self._http.stream("GET", path, follow_redirects=True) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise self._error(response, "GET", path)
+                    written = 0
+                    for piece in response.iter_bytes():
+                        out.write(piece)
+                        written += len(piece)
+                    return written
+            except (httpx.TransportError, ServerError) as exc:
+                delay = backoff.next_delay(None)
+                if delay is None:
+                    raise JobsApiError(f"GET {path} failed ({type(exc).__name__}); gave up "
+                                       f"after {backoff.tried} tries", status=599,
+                                       hint="retry later") from None  # fmt: skip
+                self.on_retry(f"GET {path} broke off; retrying in {delay:.1f}s")
+                time.sleep(delay)
 
     def cancel_job(self, namespace: str, job_id: str) -> None:
         self._request("POST", f"/api/jobs/{namespace}/{job_id}/cancel")

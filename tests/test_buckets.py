@@ -402,3 +402,65 @@ def test_what_a_job_writes_to_its_bucket_is_downloaded_back(
             "cat /out/keep.txt; echo x > /out/new.txt")  # fmt: skip
     assert "kept" in ro.stdout and ro.returncode != 0
     assert "new.txt" not in {f.path for f in api.list_bucket_tree("me/results", recursive=True)}
+
+
+# hfuv itself: a job's bucket outputs, read back with `hfuv outputs`
+
+OUTPUT_WRITER = """\
+# /// script
+# requires-python = ">=3.10"
+# dependencies = []
+# ///
+import pathlib
+
+run = pathlib.Path("/out/run1")
+run.mkdir(parents=True, exist_ok=True)
+(run / "weights.bin").write_bytes(bytes(range(256)) * 4000)
+(run / "log.txt").write_text("done\\n")
+print("wrote", sorted(p.name for p in run.iterdir()))
+"""
+
+
+def test_hfuv_outputs_downloads_what_the_job_wrote_to_its_bucket(
+    podman_server: ServerProcess, tmp_path: Path
+) -> None:
+    from tests.conftest import hfuv
+
+    hf_api(podman_server).create_bucket("me/results", private=True)
+    script = write(tmp_path / "writer.py", OUTPUT_WRITER)
+    env = podman_server.env()
+    ran = hfuv("run", str(script), "--image", uv_image(), "--python", "3.13",
+               "-v", "hf://buckets/me/results/jobs:/out", env=env)  # fmt: skip
+    assert ran.code == 0, ran.stderr
+    assert "wrote ['log.txt', 'weights.bin']" in ran.stdout
+    job_id = job_id_of(ran.stderr)
+    got = tmp_path / "got"
+    result = hfuv("outputs", job_id, str(got), env=env)
+    assert result.code == 0, result.stderr
+    weights, log = got / "out" / "run1" / "weights.bin", got / "out" / "run1" / "log.txt"
+    assert sorted(result.stdout.splitlines()) == sorted([str(log), str(weights)])
+    assert weights.read_bytes() == bytes(range(256)) * 4000 and log.read_text() == "done\n"
+    assert result.stderr.endswith("2 written, 0 already here\n")
+
+    again = hfuv("outputs", job_id, str(got), env=env)
+    assert (again.code, again.stdout) == (0, "")
+    assert again.stderr.endswith("0 written, 2 already here\n")
+
+    log.write_text("my notes\n")  # a file of mine is never replaced unless I ask
+    kept = hfuv("outputs", job_id, str(got), env=env)
+    assert kept.code == 1 and log.read_text() == "my notes\n"
+    assert kept.stderr.strip() == (
+        f"error: {log} exists and differs from me/results/jobs/run1/log.txt (hint: pass "
+        "--overwrite to replace it, or download into another folder)"
+    )
+    assert not [p for p in log.parent.iterdir() if p.name.startswith(".hfuv-")]
+    replaced = hfuv("outputs", job_id, str(got), "--overwrite", env=env)
+    assert replaced.code == 0 and replaced.stdout == f"{log}\n" and log.read_text() == "done\n"
+
+    plain = hfuv("run", str(script), "--image", uv_image(), "--python", "3.13", "--detach",
+                 env=env)  # fmt: skip
+    refused = hfuv("outputs", plain.stdout.strip(), str(tmp_path / "none"), env=env)
+    assert refused.code == 1
+    assert "has no bucket it could write to (its volumes: none)" in refused.stderr
+    other = hfuv("outputs", job_id, env={**env, "HF_TOKEN": ServerProcess.TOKENS["other"]})
+    assert other.code == 1 and not (Path.cwd() / job_id).exists()

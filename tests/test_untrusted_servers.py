@@ -349,7 +349,7 @@ def test_a_page_loop_is_caught_at_once(host: RawHost) -> None:
     result, took = timed("ps", "--namespace", "me", env=api_env(host))
     assert result.code == 1
     assert one_error_line(result).startswith(
-        f"error: the job list from {host.url} loops: page 4 links back to an earlier page"
+        f"error: the list of jobs from {host.url} loops: page 4 links back to an earlier page"
     )
     assert len(host.requests) == 3
     assert took < 20
@@ -360,7 +360,7 @@ def test_endless_pages_stop_at_the_page_limit(host: RawHost) -> None:
     result = hfuv("ps", "--namespace", "me", env=api_env(host, HFUV_MAX_PAGES="5"))
     assert result.code == 1
     assert one_error_line(result) == (
-        f"error: the job list from {host.url} has more than 5 pages (HFUV_MAX_PAGES) "
+        f"error: the list of jobs from {host.url} has more than 5 pages (HFUV_MAX_PAGES) "
         "(hint: narrow it (--label, --status) or raise HFUV_MAX_PAGES)"
     )
     assert len(host.requests) == 5

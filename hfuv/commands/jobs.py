@@ -1,9 +1,11 @@
-"""Jobs that exist: `ps`, `logs`, `inspect`, `cancel`, `wait`, `stats`, `sweep`, `hardware`."""
+"""Jobs that exist: `ps`, `logs`, `inspect`, `outputs`, `cancel`, `wait`, `stats`, `sweep`,
+`hardware`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -126,6 +128,44 @@ def inspect(job: str, as_json: bool, namespace: str | None, endpoint: str | None
         info = shown(client.get_job(ns, job_id))
         click.echo(json.dumps(info, indent=2) if as_json else
                    job_summary(info, client.job_url(ns, job_id)))  # fmt: skip
+
+
+@cli.command()
+@click.argument("job")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace files here that differ.")
+@namespace_option
+@api_options
+def outputs(job: str, dest: str | None, overwrite: bool, namespace: str | None,
+            endpoint: str | None, token: str | None) -> None:  # fmt: skip
+    """Download what JOB left in the buckets it mounted read-write into DEST (default: a
+    folder named by the job's id), laid out as the job saw them: /out/a.txt → DEST/out/a.txt.
+    Prints each file written."""
+    from pathlib import Path
+
+    from hfuv.client import TERMINAL_STAGES
+    from hfuv.outputs import download, planned
+
+    with make_client(endpoint, token) as client:
+        ns, job_id = job_ref(client, job, namespace)
+        info = client.get_job(ns, job_id)
+        stage = (info.get("status") or {}).get("stage")
+        if stage not in TERMINAL_STAGES:
+            status(f"hfuv: job {ns}/{job_id} is {stage}: its buckets hold what it has "
+                   "written back so far (hfuv server writes back when a job ends)")  # fmt: skip
+        target = Path(dest or job_id)
+        files = planned(client, info, target)
+        counts = {"written": 0, "unchanged": 0}
+
+        def done(output: Any, how: str) -> None:
+            counts[how] += 1
+            if how == "written":
+                click.echo(str(output.target))
+
+        download(client, files, overwrite=overwrite, done=done)
+    size = sum(f.size for f in files) / 2**20
+    status(f"hfuv: {len(files)} files ({size:.1f} MiB) of job {ns}/{job_id} in {target}: "
+           f"{counts['written']} written, {counts['unchanged']} already here")  # fmt: skip
 
 
 @cli.command()

@@ -47,7 +47,7 @@ def lay_out(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> Mount:
     folder = _folder(volume)
     base = f"{folder}/" if folder else ""
     files = buckets.store.files(namespace, name, base)
-    if folder and not files:
+    if folder and not files and read_only(volume):  # read-write, it is a new folder
         raise RuntimeFailure(f"volume {describe(volume)}: the bucket has no folder {folder}")
     discard(target)  # a queued job laid out again after a restart starts from the bucket
     target.mkdir(parents=True)
