@@ -9,6 +9,7 @@ stdout carries results (JSON, job specs, the script's own output); stderr carrie
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,9 @@ RUN_CONTEXT = {
     "allow_interspersed_args": True,
     "help_option_names": ["-h", "--help"],
 }
+
+
+NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class LaunchCommand(click.Command):
@@ -46,8 +50,21 @@ class LaunchCommand(click.Command):
                 for name in option_names(option):
                     if name not in own:
                         others.setdefault(name, []).append(path)
-        check(args, own, others, where=ctx.command_path, target=self.passes_to)
-        rest = super().parse_args(ctx, args)
+        # A negative number (`--lr -1e-4`) is a value, never a cluster of short options (click
+        # would read `-1e-4` as -1 and `-e -4`): it goes through click as a placeholder.
+        numbers = {f"\0{index}\0": arg for index, arg in enumerate(args)
+                   if NEGATIVE_NUMBER.fullmatch(arg)}  # fmt: skip
+        protected = [f"\0{index}\0" if NEGATIVE_NUMBER.fullmatch(arg) else arg
+                     for index, arg in enumerate(args)]  # fmt: skip
+        check(protected, own, others, where=ctx.command_path, target=self.passes_to)
+        rest = [numbers.get(arg, arg) for arg in super().parse_args(ctx, protected)]
+        for name, value in ctx.params.items():
+            if isinstance(value, str):
+                ctx.params[name] = numbers.get(value, value)
+            elif isinstance(value, tuple):
+                ctx.params[name] = tuple(
+                    numbers.get(item, item) if isinstance(item, str) else item for item in value
+                )
         self.refuse_options_as_arguments(ctx)
         return rest
 

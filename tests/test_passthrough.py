@@ -128,6 +128,22 @@ def test_values_and_other_unknown_options_pass_through(tmp_path: Path) -> None:
     assert local.stdout == "['--epochs', '3', '-k', '--loacl', '--detatch']\n"
 
 
+def test_negative_numbers_are_values_not_short_options(tmp_path: Path) -> None:
+    """`-1e-4` is not -1 and `-e -4`, nor `-5` an unknown option: they reach the script."""
+    script = str(write(tmp_path / "show_args.py", SHOW_ARGS))
+    local = hfuv("run", script, "--local", "--lr", "-1e-4", "--shift", "-5", "-x", "-.5",
+                 "--timeout", "5m", "--gamma", "-0.25", "-e", "A=-1")  # fmt: skip
+    assert local.code == 0, local.stderr
+    assert local.stdout == "['--lr', '-1e-4', '--shift', '-5', '-x', '-.5', '--gamma', '-0.25']\n"
+    shown = hfuv("run", script, "--dry-run", "--json", "-e", "B", "--lr", "-1e-4",
+                 env={"B": "-2"})  # fmt: skip
+    assert shown.code == 0, shown.stderr
+    assert shown.json()["body"]["command"][3:] == ["--lr", "-1e-4"]
+    assert shown.json()["body"]["environment"]["B"] == "-2"
+    bad = hfuv("run", script, "--local", "--timeout", "-5")
+    assert bad.code == 2 and "invalid timeout '-5' (from --timeout)" in bad.stderr
+
+
 def test_exec_lists_only_what_it_honours() -> None:
     for command in (["exec"], ["schedule", "exec"]):
         help_text = hfuv(*command, "--help").stdout
