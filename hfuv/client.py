@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,7 @@ QUIET_STREAM = 598  # a status of our own: a read timeout on a log stream
 REPLAY_QUIET_SECONDS = 5.0  # not following: this long without a line means the replay is done
 CAUGHT_UP = b": caught-up"  # hfuv server's mark after the replay, before new lines
 SUBMISSION_LABEL = "hfuv-submission"
+API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a namespace or a job id, as in a URL
 SUBMISSION_GROUP_LABEL = "hfuv-submission-group"
 
 
@@ -77,13 +79,16 @@ class ServerError(JobsApiError):
 
 
 def split_job_ref(ref: str, namespace: str | None) -> tuple[str | None, str]:
-    """`NAMESPACE/ID` or `ID` → (namespace or None, id); a conflicting --namespace is an error."""
-    if "/" in ref:
-        ns, _, job_id = ref.rpartition("/")
-        if namespace and namespace != ns:
-            raise UsageError(f"job {ref} is in namespace {ns}, not --namespace {namespace}")
-        return ns, job_id
-    return namespace, ref
+    """`NAMESPACE/ID` or `ID` → (namespace or None, id); a conflicting --namespace is an error,
+    and so is a part that is not a name (it would become another URL path)."""
+    ns, job_id = ref.rpartition("/")[::2] if "/" in ref else (namespace, ref)
+    for part, what in ((ns, "namespace"), (job_id, "job id")):
+        if part is not None and (not API_NAME.fullmatch(part) or part in (".", "..")):
+            raise UsageError(f"invalid {what} {part!r} in {ref!r}",
+                             hint="a job is ID or NAMESPACE/ID, as `hfuv ps` lists it")  # fmt: skip
+    if "/" in ref and namespace and namespace != ns:
+        raise UsageError(f"job {ref} is in namespace {ns}, not --namespace {namespace}")
+    return ns, job_id
 
 
 def checked_endpoint(value: str, source: str) -> str:

@@ -276,3 +276,13 @@ def test_a_sweep_without_jobs_is_an_error(server) -> None:
         result = hfuv(*args, env=server.env())
         assert result.code == 1, result.output
         assert result.stderr.startswith("error: no jobs in sweep nosuch (namespace me)")
+
+
+@pytest.mark.parametrize("ref", ["me/a b", "me/../x", "ab\x01c", "/abc", "me/", "a?b=1"])
+def test_a_job_ref_that_is_not_a_name_is_a_usage_error_before_any_request(ref: str) -> None:
+    env = {"HF_TOKEN": "x", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    for command in (("inspect", ref), ("logs", ref), ("cancel", ref), ("outputs", ref)):
+        result = hfuv(*command, env=env)
+        assert result.code == 2, result.stderr
+        assert one_error_line(result, 2).startswith("error: invalid ")
+        assert "cannot reach" not in result.stderr
