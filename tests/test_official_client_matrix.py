@@ -666,6 +666,43 @@ def _(m: Matrix) -> None:
     assert "✓ Job started" in done.stdout and " completed" in done.stdout
 
 
+@row("hf jobs run[a queued job says what it waits for, on a terminal]")
+def _(m: Matrix) -> None:
+    import pty
+    import threading
+
+    sleepers = [m.job(["sleep", "120"]) for _ in range(8)]  # the server runs 8 at a time
+    m.until(lambda: len(m.listed(status="RUNNING")) == 8)
+    main, terminal = pty.openpty()  # the client shows its status line on a terminal only
+    env = {**os.environ, **m.server.env(NS), "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "NO_COLOR": "1"}  # fmt: skip
+    client = subprocess.Popen([HF, "jobs", "run", "--format", "human", IMAGE, "echo", "ran"],
+                              env=env, cwd=m.tmp, stdout=subprocess.PIPE, stderr=terminal,
+                              text=True)  # fmt: skip
+    os.close(terminal)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the client has closed it
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    waiting = b"Waiting for a free slot: 8 of 8 jobs running (--max-parallel)"
+    m.until(lambda: waiting in shown, timeout=30)
+    m.api.cancel_job(job_id=sleepers[0].id, namespace=NS)  # a slot frees: the job starts
+    out, _ = client.communicate(timeout=60)
+    reader.join(timeout=5)
+    os.close(main)
+    assert client.returncode == 0 and "ran\n" in out
+
+
 @row("hf jobs run[--detach, -e, -s, -l, --name, --flavor, --timeout]")
 def _(m: Matrix) -> None:
     done = m.ok("jobs", "run", "-d", "-e", "MODE=cli", "-s", "TOKEN=t0k", "-l", "team=ml",
