@@ -838,6 +838,14 @@ def _(m: Matrix) -> None:
     assert "uv script ['b'] -\n" in done.stdout
 
 
+@row("hf jobs uv run[a command, --with]")
+def _(m: Matrix) -> None:
+    # Not a file nor a URL: a command, run by `uv run` in the job with nothing to upload.
+    done = m.ok("jobs", "uv", "run", "--with", "hfuv-demo-a", "python", "-c",
+                "import hfuv_demo_a; print('demo', hfuv_demo_a.VALUE)")  # fmt: skip
+    assert "demo a-1.1.0\n" in done.stdout
+
+
 @row("hf jobs uv run[--dry-run]")
 def _(m: Matrix) -> None:
     write(m.tmp / "local.py", SCRIPT)
@@ -1128,6 +1136,16 @@ def _(m: Matrix) -> None:
     job = m.api.trigger_scheduled_job(scheduled_job_id=made.id, namespace=NS)
     m.api.wait_for_job(job_id=job.id, namespace=NS, timeout=120)
     assert m.logs(job.id) == ["uv script [] -"]
+
+
+@row("hf jobs scheduled uv run[a command]")
+def _(m: Matrix) -> None:
+    m.ok("jobs", "scheduled", "uv", "run", "@hourly", "python", "-c", "print('scheduled uv')")
+    made = m.api.list_scheduled_jobs(namespace=NS)[0]
+    assert made.job_spec.command[:3] == ["uv", "run", "python"]
+    job = m.api.trigger_scheduled_job(scheduled_job_id=made.id, namespace=NS)
+    m.api.wait_for_job(job_id=job.id, namespace=NS, timeout=120)
+    assert m.logs(job.id)[-1] == "scheduled uv"
 
 
 @row("hf jobs scheduled uv run[--dry-run]")
