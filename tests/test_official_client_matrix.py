@@ -624,13 +624,12 @@ def _(m: Matrix) -> None:
     assert m.api.get_webhook(webhook.id).domains == ["discussion"]
 
 
-@row("HfApi.update_webhook[without watched, refused]")
+@row("HfApi.update_webhook[without watched: the list is kept]")
 def _(m: Matrix) -> None:
-    webhook = m.webhook()
-    with pytest.raises(huggingface_hub.errors.BadRequestError) as refused:
-        m.api.update_webhook(webhook.id, domains=["repo"])
-    assert "`watched` is empty" in str(refused.value)
-    assert m.api.get_webhook(webhook.id).domains == ["repo", "discussion"], "nothing changed"
+    webhook = m.webhook()  # the client sends `watched: []` when it is not given
+    updated = m.api.update_webhook(webhook.id, domains=["repo"])
+    assert [(w.type, w.name) for w in updated.watched] == [("dataset", "org/ds")]
+    assert updated.domains == ["repo"]
 
 
 @row("HfApi.disable_webhook[]")
@@ -1197,6 +1196,15 @@ def _(m: Matrix) -> None:
     seen = m.api.get_webhook(webhook.id)
     assert [(w.type, w.name) for w in seen.watched] == [("model", "org/m")]
     assert seen.domains == ["repo"]
+
+
+@row("hf webhooks update[--domain only: the watched list is kept]")
+def _(m: Matrix) -> None:
+    webhook = m.webhook()
+    m.ok("webhooks", "update", webhook.id, "--domain", "discussion")
+    seen = m.api.get_webhook(webhook.id)
+    assert [(w.type, w.name) for w in seen.watched] == [("dataset", "org/ds")]
+    assert seen.domains == ["discussion"]
 
 
 @row("hf webhooks enable[]")

@@ -137,7 +137,6 @@ def test_update_is_checked_as_a_create_is(server: ServerProcess, tmp_path: Path)
     url = f"{server.url}/api/settings/webhooks/{made['id']}"
     watched = [{"type": "dataset", "name": "org/ds"}]
     for body, says in [
-        ({"watched": []}, "`watched` is empty"),
         ({"watched": [{"type": "bucket", "name": "x"}]}, "`watched` must list"),
         ({"watched": watched, "domains": ["push"]}, "`domains` must be"),
         ({"watched": watched, "url": "https://example.com"}, "job webhooks only"),

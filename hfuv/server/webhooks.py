@@ -38,10 +38,11 @@ def validate_update(body: Any, webhook: dict[str, Any]) -> dict[str, Any]:
     """The webhook after the update `body` (POST or PUT /api/settings/webhooks/{id}), checked
     as a create is; ValueError with a message for the client.
 
-    As huggingface_hub's `update_webhook` sends it: `watched` replaces the list (the client
-    sends `[]` when it is not given, which is refused: a webhook that watches nothing never
-    fires); `domains`, `secret` and `jobSourceId` replace theirs when given; `secrets` merges,
-    a key with "" removing that secret. The caller checks the new `jobSourceId`.
+    As huggingface_hub's `update_webhook` sends it: `watched` replaces the list, but `[]` (or
+    none) keeps it: the client sends `[]` when `watched` (`hf webhooks update --watch`) is not
+    given, and its help says that only a given list replaces the old one; `domains`, `secret`
+    and `jobSourceId` replace theirs when given; `secrets` merges, a key with "" removing that
+    secret. The caller checks the new `jobSourceId`.
     """
     if not isinstance(body, dict):
         raise ValueError("Request body must be a JSON object")
@@ -50,13 +51,9 @@ def validate_update(body: Any, webhook: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown field `{unknown[0]}` in the webhook update")
     if body.get("url") is not None:
         raise ValueError(_NO_URL)
-    if body.get("watched") == []:
-        raise ValueError(
-            "`watched` is empty: a webhook must watch at least one item (huggingface_hub's "
-            "update_webhook sends [] when `watched` is not given: pass the list again)"
-        )
     updated = dict(webhook)
-    updated["watched"] = _watched(body.get("watched"))
+    if body.get("watched") not in (None, []):
+        updated["watched"] = _watched(body["watched"])
     if body.get("domains") is not None:
         updated["domains"] = _domains(body["domains"])
     if body.get("secret") is not None:
