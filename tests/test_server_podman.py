@@ -352,7 +352,8 @@ def test_a_pull_shows_in_the_job_s_message(tmp_path: Path, monkeypatch: pytest.M
         job_id = exec_detached(server, image, "--", "true")
         pulling = wait_stage(server, job_id, {"SCHEDULING"})["status"]
         deadline = time.monotonic() + 10
-        while pulling["stage"] == "SCHEDULING" and not pulling.get("message"):
+        queued = "Queued: waiting for the server to start it"  # until the pull begins
+        while pulling["stage"] == "SCHEDULING" and pulling.get("message") in (None, queued):
             assert time.monotonic() < deadline
             pulling = api(server, f"/api/jobs/me/{job_id}")[1]["status"]
         assert pulling == {"stage": "SCHEDULING", "message": f"Pulling image {image}"}

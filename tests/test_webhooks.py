@@ -118,3 +118,56 @@ def test_official_client_creates_job_webhooks(server: ServerProcess, tmp_path: P
     assert [w.id for w in api.list_webhooks()] == [webhook.id]
     status, answer = post_event(server, webhook.id, EVENT, "s3")
     assert status == 200 and len(answer["jobs"]) == 1
+
+
+def test_update_is_checked_as_a_create_is(server: ServerProcess, tmp_path: Path) -> None:
+    """POST (huggingface_hub's update_webhook) or PUT /api/settings/webhooks/{id}: a bad field
+    is a 400 that changes nothing; a good update changes what the next event starts."""
+    import httpx
+
+    source = hfuv("run", str(write(tmp_path / "react.py", REACTOR)), "--detach",
+                  env=server.env()).stdout.strip()  # fmt: skip
+    other_source = hfuv("exec", "python:3.12", "--detach", "--", "echo", "other source",
+                        env=server.env()).stdout.strip()  # fmt: skip
+    mine = {"authorization": "Bearer token-me"}
+    made = httpx.post(f"{server.url}/api/settings/webhooks", headers=mine, json={
+        "watched": [{"type": "dataset", "name": "org/ds"}], "jobSourceId": source,
+        "secret": "sig", "secrets": {"A": "1"},
+    }).json()["webhook"]  # fmt: skip
+    url = f"{server.url}/api/settings/webhooks/{made['id']}"
+    watched = [{"type": "dataset", "name": "org/ds"}]
+    for body, says in [
+        ({"watched": [{"type": "bucket", "name": "x"}]}, "`watched` must list"),
+        ({"watched": watched, "domains": ["push"]}, "`domains` must be"),
+        ({"watched": watched, "url": "https://example.com"}, "job webhooks only"),
+        ({"watched": watched, "secrets": {"A": 1}}, "`secrets` must be an object of strings"),
+        ({"watched": watched, "color": "red"}, "unknown field `color`"),
+        ({"watched": watched, "jobSourceId": "0" * 24}, "not found"),
+    ]:
+        answer = httpx.put(url, headers=mine, json=body)
+        assert answer.status_code in (400, 404) and says in answer.json()["error"], answer.text
+    assert httpx.get(url, headers=mine).json()["webhook"] == made, "nothing changed"
+    theirs = httpx.post(url, headers={"authorization": "Bearer token-other"}, json={
+        "watched": watched})  # fmt: skip
+    assert theirs.status_code == 404
+
+    updated = httpx.post(url, headers=mine, json={
+        "watched": [{"type": "model", "name": "org/m"}], "domains": ["repo"],
+        "jobSourceId": other_source, "secret": "", "secrets": {"A": "", "B": "2"},
+    }).json()["webhook"]  # fmt: skip
+    assert updated["watched"] == [{"type": "model", "name": "org/m"}]
+    assert updated["domains"] == ["repo"] and "secret" not in updated
+    assert updated["jobSourceId"] == other_source and updated["job"]["secrets"] == ["B"]
+    assert post_event(server, made["id"], EVENT, "sig")[0] == 401, "no secret any more"
+
+    def fire(event: dict) -> list[str]:  # a webhook without a secret takes its owner's token
+        answer = httpx.post(f"{server.url}/webhooks/{made['id']}", headers=mine, json=event)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["jobs"]
+
+    assert fire(EVENT) == [], "org/ds is no longer watched"
+    (job_id,) = fire(dict(EVENT, repo=dict(EVENT["repo"], type="model", name="org/m")))
+    assert hfuv("wait", job_id, env=server.env()).code == 0
+    assert hfuv("logs", job_id, env=server.env()).stdout == "other source\n"
+    job = httpx.get(f"{server.url}/api/jobs/me/{job_id}", headers=mine).json()
+    assert job["createdBy"]["name"] == "me" and job["initiator"]["type"] == "webhook"

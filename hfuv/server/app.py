@@ -47,6 +47,8 @@ MAX_PAGE_SIZE = 1000
 # hfuv.client.SUBMISSION_LABEL: the server keeps one job per namespace and value of this label
 # among the jobs created by POST (a duplicate, a webhook's or a schedule's job copies it freely).
 SUBMISSION_LABEL = "hfuv-submission"
+# A new job's status message until the executor says more (what it waits for, what it does).
+QUEUED = "Queued: waiting for the server to start it"
 
 
 @dataclass
@@ -78,14 +80,19 @@ class ServerState:
 
     def launch(
         self, namespace: str, owner: dict[str, str], initiator: dict[str, str],
-        spec: dict[str, Any], submission_key: str | None = None,
+        spec: dict[str, Any], submission_key: str | None = None, *,
+        created_by: dict[str, str] | None = None,
     ) -> JobRecord:  # fmt: skip
         """Record a new job and queue it for the executor; with a `submission_key` that has a job
-        in `namespace` already, that job (and nothing new); a 507 while the disk is full."""
+        in `namespace` already, that job (and nothing new); a 507 while the disk is full.
+        `created_by`: the user whose request made it (the initiator, when that is a user)."""
         if (full := self.logs.disk_full()) is not None:
             raise ApiError(507, f"No job can start: {full}; free space there, then retry")
+        if created_by is None and initiator.get("type") == "user":
+            created_by = {"id": initiator["id"], "name": initiator["name"]}
         record = JobRecord(id=new_job_id(), namespace=namespace, owner=owner,
-                           initiator=initiator, spec=spec)  # fmt: skip
+                           initiator=initiator, spec=spec, message=QUEUED,
+                           created_by=created_by)  # fmt: skip
         try:
             stored = self.store.create(record, submission_key)
         except sqlite3.OperationalError as exc:  # the disk filled up since the check above
@@ -136,6 +143,8 @@ def create_app(state: ServerState) -> ExposeProxy:
         ),
         Route("/api/jobs/{namespace}/{job_id}/logs", guarded(_logs(state)), methods=["GET"]),
         Route("/api/jobs/{namespace}/{job_id}/metrics", guarded(_metrics(state)), methods=["GET"]),
+        Route("/api/jobs/{namespace}/{job_id}/events", guarded(_events(state)), methods=["GET"]),
+        Route("/avatars/{entity_id}.svg", _avatar, methods=["GET"]),
         Route("/api/scheduled-jobs/{namespace}", guarded(_schedule_create(state)),
               methods=["POST"]),
         Route("/api/scheduled-jobs/{namespace}", guarded(_schedule_list(state)),
@@ -150,6 +159,9 @@ def create_app(state: ServerState) -> ExposeProxy:
         Route("/api/settings/webhooks", guarded(_webhook_list(state)), methods=["GET"]),
         Route("/api/settings/webhooks/{webhook_id}", guarded(_webhook_get(state)),
               methods=["GET", "DELETE"]),
+        # huggingface_hub's update_webhook POSTs; PUT is taken as well
+        Route("/api/settings/webhooks/{webhook_id}", guarded(_webhook_update(state)),
+              methods=["POST", "PUT"]),
         Route("/api/settings/webhooks/{webhook_id}/{action}", guarded(_webhook_toggle(state)),
               methods=["POST"]),
         Route("/webhooks/{webhook_id}", _webhook_receive(state), methods=["POST"]),
@@ -240,6 +252,11 @@ def _user(identity: Identity) -> dict[str, str]:
     return {"type": "user", "id": entity_id(identity.name), "name": identity.name}
 
 
+def _creator(identity: Identity) -> dict[str, str]:
+    """JobInfo's `createdBy`: who made the request."""
+    return {"id": entity_id(identity.name), "name": identity.name}
+
+
 async def _json_body(request: Request) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -319,40 +336,70 @@ def validate_spec(body: Any) -> dict[str, Any]:
     return spec
 
 
+def avatar_url(entity: dict[str, str]) -> str:
+    """Where a user's or org's avatar is (relative, as the Hub gives a default avatar)."""
+    return f"/avatars/{entity['id']}.svg"
+
+
+def _with_avatar(entity: dict[str, str]) -> dict[str, str]:
+    return {**entity, "avatarUrl": avatar_url(entity)}
+
+
+def _created_by(record: JobRecord) -> dict[str, str]:
+    """The user whose request made the job; for a job of an older server, its initiator if a
+    user started it, else its owner."""
+    if record.created_by is not None:
+        return record.created_by
+    who = record.initiator if record.initiator.get("type") == "user" else record.owner
+    return {"id": who["id"], "name": who["name"]}
+
+
 def job_json(record: JobRecord, server_port: int | None = None) -> dict[str, Any]:
-    """The JobInfo of `record`; `server_port` gives its exposed ports their URLs."""
+    """The JobInfo of `record`, `server_port` giving its exposed ports their URLs. As on the
+    Hub, a field with no value is absent, not null (startedAt while it waits, a message...)."""
     spec = record.spec
     now = time.time()
     end = record.finished_at or now
-    status: dict[str, Any] = {"stage": record.stage, "message": record.message}
+    status: dict[str, Any] = {"stage": record.stage}
+    if record.message is not None:
+        status["message"] = record.message
     ports, _ = exposed(spec)
     if ports and server_port:
         status["exposeUrls"] = [expose_url(record.id, port, server_port) for port in ports]
     if record.exit_code is not None:
         status["exitCode"] = record.exit_code
+    durations: dict[str, int] = {
+        "schedulingSecs": int((record.started_at or end) - record.created_at),
+        "totalSecs": int(end - record.created_at),
+    }
+    if record.started_at:
+        durations["runningSecs"] = int(end - record.started_at)
+    initiator = record.initiator
+    if initiator.get("type") in ("user", "org"):
+        initiator = _with_avatar(initiator)
     job: dict[str, Any] = {
         "id": record.id,
         "type": "job",
         "createdAt": timestamp(record.created_at),
-        "startedAt": timestamp(record.started_at) if record.started_at else None,
-        "finishedAt": timestamp(record.finished_at) if record.finished_at else None,
+        "createdBy": _created_by(record),
         "command": spec["command"],
         "arguments": spec.get("arguments", []),
         "environment": spec.get("environment", {}),
         "secrets": sorted(spec.get("secrets", {})),
         "flavor": spec.get("flavor"),
         "labels": spec.get("labels", {}),
-        "timeout": spec.get("timeoutSeconds"),
         "status": status,
-        "durations": {
-            "schedulingSecs": int((record.started_at or end) - record.created_at),
-            "runningSecs": int(end - record.started_at) if record.started_at else None,
-            "totalSecs": int(end - record.created_at),
-        },
-        "owner": record.owner,
-        "initiator": record.initiator,
+        "durations": durations,
+        "owner": _with_avatar(record.owner),
+        "initiator": initiator,
         "retry": attempts_of(spec) - 1,
     }
+    if record.started_at:
+        job["startedAt"] = timestamp(record.started_at)
+    if record.finished_at:
+        job["finishedAt"] = timestamp(record.finished_at)
+    if spec.get("timeoutSeconds") is not None:
+        job["timeout"] = spec["timeoutSeconds"]
     for key in ("dockerImage", "spaceId", "volumes", "network", "expose"):
         if key in spec:
             job[key] = spec[key]
@@ -474,7 +521,8 @@ def _duplicate(state: ServerState):
         original = _job(state, request, identity)
         spec = state.check_runnable(original.spec)  # a server restarted with another runtime
         initiator = {"type": "duplicated-job", "id": original.id}
-        record = state.launch(original.namespace, original.owner, initiator, spec)
+        record = state.launch(original.namespace, original.owner, initiator, spec,
+                              created_by=_creator(identity))  # fmt: skip
         return JSONResponse(job_json(record, state.port))
 
     return handler
@@ -551,24 +599,81 @@ def _metrics(state: ServerState):
     return handler
 
 
+def _events(state: ServerState):
+    """GET .../events (SSE): the job's history, one `data: {stage, message, timestamp}` event
+    per change of its stage or status message, oldest first, then each new one until the job
+    has ended. The Hub lists this route without saying what its events hold; this is hfuv's."""
+
+    async def handler(request: Request, identity: Identity) -> Response:
+        record = _job(state, request, identity)
+
+        async def stream() -> AsyncIterator[bytes]:
+            seen, last_sent, caught_up = 0, time.monotonic(), False
+            while True:
+                current = state.store.get(record.id)
+                events = state.store.events(record.id, seen)
+                for number, at, stage, message in events:
+                    seen = number
+                    event: dict[str, Any] = {"stage": stage, "timestamp": timestamp(at)}
+                    if message is not None:
+                        event["message"] = message
+                    yield b"data: " + json.dumps(event).encode() + b"\n\n"
+                    last_sent = time.monotonic()
+                if current is None or (current.terminal and not events):
+                    return
+                if not events:
+                    if not caught_up:
+                        yield b": caught-up\n\n"
+                        caught_up, last_sent = True, time.monotonic()
+                    elif time.monotonic() - last_sent >= state.keepalive_seconds:
+                        yield b": keep-alive\n\n"
+                        last_sent = time.monotonic()
+                    await asyncio.sleep(state.poll_seconds)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+    return handler
+
+
+_AVATAR_COLOURS = ("#f59e0b", "#10b981", "#3b82f6", "#8b5cf6", "#ef4444", "#14b8a6")
+
+
+async def _avatar(request: Request) -> Response:
+    """The default avatar JobInfo's `avatarUrl` names: a coloured disc, public as on the Hub
+    (it shows no name, only a colour picked from the id)."""
+    entity = request.path_params["entity_id"]
+    if len(entity) != 24 or not all(c in "0123456789abcdef" for c in entity):
+        return error_response(404, "No such avatar")
+    colour = _AVATAR_COLOURS[int(entity, 16) % len(_AVATAR_COLOURS)]
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+           f'<circle cx="32" cy="32" r="32" fill="{colour}"/></svg>')  # fmt: skip
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 def schedule_json(record: dict[str, Any]) -> dict[str, Any]:
-    spec = dict(record["spec"])
+    """The ScheduledJobInfo of `record`; a field with no value is absent, as on the Hub."""
+    spec = {key: value for key, value in record["spec"].items() if value is not None}
     spec["secrets"] = sorted(spec.get("secrets", {}))
-    spec["timeout"] = spec.get("timeoutSeconds")
-    last = record.get("lastJob")
+    if "timeoutSeconds" in spec:
+        spec["timeout"] = spec["timeoutSeconds"]
+    status: dict[str, Any] = {}
+    if last := record.get("lastJob"):
+        status["lastJob"] = {"id": last["id"], "at": timestamp(last["at"])}
+    if record.get("nextRunAt"):
+        status["nextJobRunAt"] = timestamp(record["nextRunAt"])
+    owner = record["owner"]
+    created_by = record.get("createdBy") or {"id": owner["id"], "name": owner["name"]}
     return {
         "id": record["id"],
         "type": "scheduled-job",
         "createdAt": timestamp(record["createdAt"]),
+        "createdBy": created_by,
         "schedule": record["schedule"],
         "suspend": record["suspend"],
         "concurrency": record["concurrency"],
         "jobSpec": spec,
-        "status": {
-            "lastJob": {"id": last["id"], "at": timestamp(last["at"])} if last else None,
-            "nextJobRunAt": timestamp(record["nextRunAt"]) if record.get("nextRunAt") else None,
-        },
-        "owner": record["owner"],
+        "status": status,
+        "owner": _with_avatar(owner),
     }
 
 
@@ -611,7 +716,8 @@ def _schedule_create(state: ServerState):
             raise ApiError(400, "`suspend` and `concurrency` must be booleans")
         record = _scheduler(state).create(
             namespace, _owner(namespace, identity), spec,
-            schedule=_valid_schedule(body.get("schedule")), **flags,
+            schedule=_valid_schedule(body.get("schedule")), created_by=_creator(identity),
+            **flags,
         )  # fmt: skip
         return JSONResponse(schedule_json(record))
 
@@ -675,7 +781,9 @@ def _schedule_action(state: ServerState):
             return JSONResponse(job_json(job, state.port))
         else:
             raise ApiError(404, f"Unknown action {action}")
-        return JSONResponse(schedule_json(record or {}))
+        if record is None:  # deleted meanwhile
+            raise ApiError(404, f"Scheduled job {request.path_params['schedule_id']} not found")
+        return JSONResponse(schedule_json(record))
 
     return handler
 
@@ -708,7 +816,7 @@ def _webhook_create(state: ServerState):
         webhook = {
             "id": new_job_id(), "namespace": source.namespace, "jobSourceId": source.id,
             "watched": watched, "domains": domains, "secret": secret, "secrets": secrets_,
-            "disabled": False,
+            "disabled": False, "createdBy": _creator(identity),
         }  # fmt: skip
         state.store.put_doc("webhook", webhook)
         return JSONResponse({"webhook": _webhook_json(state, webhook)})
@@ -731,6 +839,25 @@ def _webhook_get(state: ServerState):
             state.store.delete_doc("webhook", webhook["id"])
             return JSONResponse(None)
         return JSONResponse({"webhook": _webhook_json(state, webhook)})
+
+    return handler
+
+
+def _webhook_update(state: ServerState):
+    async def handler(request: Request, identity: Identity) -> Response:
+        webhook = _own_webhook(state, request, identity)
+        body = await _json_body(request)
+        try:
+            updated = webhooks.validate_update(body, webhook)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        if updated["jobSourceId"] != webhook["jobSourceId"]:
+            source = state.store.get(updated["jobSourceId"])
+            if source is None or not identity.can_use(source.namespace):
+                raise ApiError(404, f"Job {updated['jobSourceId']} not found")
+            updated["namespace"] = source.namespace
+        state.store.put_doc("webhook", updated)
+        return JSONResponse({"webhook": _webhook_json(state, updated)})
 
     return handler
 
@@ -789,7 +916,8 @@ def _webhook_receive(state: ServerState):
             return error_response(exc.status, exc.message)
         initiator = {"type": "webhook", "id": webhook["id"]}
         try:
-            job = state.launch(source.namespace, source.owner, initiator, spec)
+            job = state.launch(source.namespace, source.owner, initiator, spec,
+                               created_by=webhook.get("createdBy"))  # fmt: skip
         except ApiError as exc:  # the disk is full
             return error_response(exc.status, exc.message)
         forget = now - webhooks.REPLAY_WINDOW_SECONDS
@@ -828,7 +956,8 @@ def build_state(
 
     def launch_scheduled(record: dict[str, Any]) -> JobRecord:
         initiator = {"type": "scheduled-job", "id": record["id"]}
-        return state.launch(record["namespace"], record["owner"], initiator, record["spec"])
+        return state.launch(record["namespace"], record["owner"], initiator, record["spec"],
+                            created_by=record.get("createdBy"))  # fmt: skip
 
     state.scheduler = Scheduler(store, launch_scheduled)
     return state

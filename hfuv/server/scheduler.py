@@ -51,12 +51,14 @@ class Scheduler:
         self._stopped.set()
 
     def create(self, namespace: str, owner: dict[str, str], spec: dict[str, Any], *,
-               schedule: str, suspend: bool, concurrency: bool) -> dict[str, Any]:  # fmt: skip
+               schedule: str, suspend: bool, concurrency: bool,
+               created_by: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
         now = time.time()
         record = {
             "id": f"{int(now):08x}{secrets.token_hex(8)}",
             "namespace": namespace,
             "owner": owner,
+            "createdBy": created_by,
             "spec": spec,
             "schedule": schedule,
             "suspend": suspend,

@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS job_users (
     namespace TEXT PRIMARY KEY,
     uid INTEGER NOT NULL UNIQUE
 );
+-- Each job's history: its stage and status message from creation on, as they changed.
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    stage TEXT NOT NULL,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     webhook_id TEXT NOT NULL,
     digest TEXT NOT NULL,
@@ -83,6 +92,7 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     runtime_ref: str | None = None  # what the runtime needs to find the job again (a container)
+    created_by: dict[str, str] | None = None  # the user whose request made it (None: before)
 
     @property
     def terminal(self) -> bool:
@@ -115,14 +125,19 @@ class LabelFilter:
 
 _COLUMNS = (
     "id", "namespace", "owner", "initiator", "spec", "stage", "message", "exit_code", "pid",
-    "created_at", "started_at", "finished_at", "runtime_ref",
+    "created_at", "started_at", "finished_at", "runtime_ref", "created_by",
 )  # fmt: skip
 # Columns added since the first schema: a data dir of an older server gets them on open.
 # `environment` is the spec's, kept apart as JSON text (most of a spec is its bundle): a listing
 # copies that text into its answer without parsing it. NULL in a row from before: in `spec`.
-_ADDED_COLUMNS = {"runtime_ref": "TEXT", "environment": "TEXT", "submission_key": "TEXT"}
+_ADDED_COLUMNS = {
+    "runtime_ref": "TEXT",
+    "environment": "TEXT",
+    "submission_key": "TEXT",
+    "created_by": "TEXT",
+}
 _STORED = (*_COLUMNS, "environment")
-_JSON_COLUMNS = {"owner", "initiator"}
+_JSON_COLUMNS = {"owner", "initiator", "created_by"}
 
 
 def _stored_spec(spec: dict[str, Any]) -> tuple[str, str | None]:
@@ -181,6 +196,7 @@ class Store:
                         (*row, submission_key),
                     )
                     self._put_labels(record.id, record.namespace, record.spec)
+                    self._put_event(record.id, record.created_at, record.stage, record.message)
                 return record
             except sqlite3.IntegrityError:
                 found = self._db.execute(
@@ -276,6 +292,12 @@ class Store:
         values = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in fields.items()]
         with self._lock, self._transaction():
             self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values, job_id))
+            if "stage" in fields or "message" in fields:
+                found = self._db.execute(
+                    "SELECT stage, message FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                if found:
+                    self._put_event(job_id, fields.get("started_at") or time.time(), *found)
             if "spec" in fields:
                 self._db.execute("DELETE FROM job_labels WHERE job_id = ?", (job_id,))
                 found = self._db.execute(
@@ -290,14 +312,31 @@ class Store:
         if it already was."""
         terminal = tuple(TERMINAL_STAGES)
         marks = ", ".join("?" for _ in terminal)
-        with self._lock:
+        ended = at or time.time()
+        with self._lock, self._transaction():
             cursor = self._db.execute(
                 f"UPDATE jobs SET stage = ?, message = COALESCE(?, message), exit_code = ?, "
                 "finished_at = ? "
                 f"WHERE id = ? AND stage NOT IN ({marks})",
-                (stage, message, exit_code, at or time.time(), job_id, *terminal),
+                (stage, message, exit_code, ended, job_id, *terminal),
             )
+            if cursor.rowcount == 1:
+                (kept,) = self._db.execute(
+                    "SELECT message FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                self._put_event(job_id, ended, stage, kept)
         return cursor.rowcount == 1
+
+    def events(self, job_id: str, after: int = 0) -> list[tuple[int, float, str, str | None]]:
+        """The job's history after event number `after`: (number, at, stage, message), oldest
+        first. A job of an older server starts with the events recorded since."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, at, stage, message FROM job_events WHERE job_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (job_id, after),
+            ).fetchall()
+        return [(int(n), float(at), stage, message) for n, at, stage, message in rows]
 
     def job_uid(self, namespace: str, first: int) -> int:
         """The uid the jobs of `namespace` run as: its own, `first` or above, kept for good."""
@@ -379,6 +418,18 @@ class Store:
         ).fetchone()
         return found is not None
 
+    def _put_event(self, job_id: str, at: float, stage: str, message: str | None) -> None:
+        """One step of the job's history, unless it repeats the last one."""
+        last = self._db.execute(
+            "SELECT stage, message FROM job_events WHERE job_id = ? ORDER BY seq DESC LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        if last != (stage, message):
+            self._db.execute(
+                "INSERT INTO job_events (job_id, at, stage, message) VALUES (?, ?, ?, ?)",
+                (job_id, at, stage, message),
+            )
+
     def _put_labels(self, job_id: str, namespace: str, spec: dict[str, Any]) -> None:
         """`spec`'s labels, for filters; but one SQLite cannot hold (a lone surrogate, which
         an older server let in and no query string can name)."""
@@ -409,7 +460,7 @@ class Store:
         values = dict(zip(_STORED, row, strict=True))
         environment = values.pop("environment")
         for name in _JSON_COLUMNS:
-            values[name] = json.loads(values[name])
+            values[name] = None if values[name] is None else json.loads(values[name])
         spec = json.loads(values.pop("spec"))
         if environment is None and "environment" in spec:  # a row from before the column
             environment = json.dumps(spec.pop("environment"))

@@ -23,7 +23,55 @@ def validate(body: Any) -> tuple[list[dict[str, str]], list[str], str | None, di
     """→ (watched, domains, secret, secrets); raises ValueError with a message for the client."""
     if not isinstance(body, dict):
         raise ValueError("Request body must be a JSON object")
-    watched = body.get("watched")
+    watched = _watched(body.get("watched"))
+    domains = _domains(body.get("domains") or list(DOMAINS))
+    secret = _secret(body.get("secret"))
+    secrets = _secrets(body.get("secrets") or {})
+    if body.get("url") is not None:
+        raise ValueError(_NO_URL)
+    if not isinstance(body.get("jobSourceId"), str):
+        raise ValueError("`jobSourceId` is required")
+    return watched, domains, secret, secrets
+
+
+def validate_update(body: Any, webhook: dict[str, Any]) -> dict[str, Any]:
+    """The webhook after the update `body` (POST or PUT /api/settings/webhooks/{id}), checked
+    as a create is; ValueError with a message for the client.
+
+    As huggingface_hub's `update_webhook` sends it: `watched` replaces the list, but `[]` (or
+    none) keeps it: the client sends `[]` when `watched` (`hf webhooks update --watch`) is not
+    given, and its help says that only a given list replaces the old one; `domains`, `secret`
+    and `jobSourceId` replace theirs when given; `secrets` merges, a key with "" removing that
+    secret. The caller checks the new `jobSourceId`.
+    """
+    if not isinstance(body, dict):
+        raise ValueError("Request body must be a JSON object")
+    unknown = sorted(set(body) - {"watched", "domains", "secret", "secrets", "url", "jobSourceId"})
+    if unknown:
+        raise ValueError(f"unknown field `{unknown[0]}` in the webhook update")
+    if body.get("url") is not None:
+        raise ValueError(_NO_URL)
+    updated = dict(webhook)
+    if body.get("watched") not in (None, []):
+        updated["watched"] = _watched(body["watched"])
+    if body.get("domains") is not None:
+        updated["domains"] = _domains(body["domains"])
+    if body.get("secret") is not None:
+        updated["secret"] = _secret(body["secret"]) or None
+    if body.get("jobSourceId") is not None:
+        if not isinstance(body["jobSourceId"], str):
+            raise ValueError("`jobSourceId` must be a string")
+        updated["jobSourceId"] = body["jobSourceId"]
+    if body.get("secrets") is not None:
+        merged = {**webhook.get("secrets", {}), **_secrets(body["secrets"])}
+        updated["secrets"] = {key: value for key, value in merged.items() if value != ""}
+    return updated
+
+
+_NO_URL = "hfuv server runs job webhooks only: give `jobSourceId`, not `url`"
+
+
+def _watched(watched: Any) -> list[dict[str, str]]:
     if (
         not isinstance(watched, list)
         or not watched
@@ -33,20 +81,27 @@ def validate(body: Any) -> tuple[list[dict[str, str]], list[str], str | None, di
         )
     ):
         raise ValueError(f"`watched` must list {{type, name}} items, type one of {WATCH_TYPES}")
-    domains = body.get("domains") or list(DOMAINS)
-    if not isinstance(domains, list) or not all(d in DOMAINS for d in domains):
-        raise ValueError(f"`domains` must be a subset of {list(DOMAINS)}")
-    secret = body.get("secret")
+    return [{"type": w["type"], "name": w["name"]} for w in watched]
+
+
+def _domains(domains: Any) -> list[str]:
+    if not isinstance(domains, list) or not domains or not all(d in DOMAINS for d in domains):
+        raise ValueError(f"`domains` must be a non-empty subset of {list(DOMAINS)}")
+    return list(dict.fromkeys(domains))
+
+
+def _secret(secret: Any) -> str | None:
     if secret is not None and not isinstance(secret, str):
         raise ValueError("`secret` must be a string")
-    secrets = body.get("secrets") or {}
-    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+    return secret
+
+
+def _secrets(secrets: Any) -> dict[str, str]:
+    if not isinstance(secrets, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+    ):
         raise ValueError("`secrets` must be an object of strings")
-    if body.get("url") is not None:
-        raise ValueError("hfuv server runs job webhooks only: give `jobSourceId`, not `url`")
-    if not isinstance(body.get("jobSourceId"), str):
-        raise ValueError("`jobSourceId` is required")
-    return [{"type": w["type"], "name": w["name"]} for w in watched], domains, secret, secrets
+    return secrets
 
 
 def check_event(payload: Any) -> None:
@@ -104,14 +159,16 @@ def job_secrets(webhook: dict[str, Any]) -> dict[str, str]:
 
 
 def public(webhook: dict[str, Any], job_spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The webhook as the API answers it (the Hub's shape; secret values never included)."""
-    return {
+    """The webhook as the API answers it, in the Hub's shape: a job webhook has no `url`, and
+    one without a secret no `secret`; a secret's value is never included (`***`)."""
+    answer: dict[str, Any] = {
         "id": webhook["id"],
-        "url": None,
         "job": job_spec,
         "jobSourceId": webhook["jobSourceId"],
         "watched": webhook["watched"],
         "domains": webhook["domains"],
-        "secret": "***" if webhook.get("secret") else None,
         "disabled": webhook["disabled"],
     }
+    if webhook.get("secret"):
+        answer["secret"] = "***"
+    return answer
