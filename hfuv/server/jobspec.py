@@ -2,7 +2,8 @@
 400 naming the field, never stored and ignored.
 
 Honoured: `attempts`, `expose`, `volumes` of Hub repos (model, dataset, Space; read-only, and only
-on a container runtime), `arch` when it is this machine's. Refused: `ssh`, `network`,
+on a container runtime), `arch` when it is this machine's (on the ray runtime: the server's; the
+cluster's nodes are taken to be of its architecture). Refused: `ssh`, `network`,
 `resourceGroupId`, bucket volumes, and any field this server does not know (a newer client's).
 """
 
@@ -143,9 +144,9 @@ def check_runnable(
     check_exec_size(spec)
     for index, volume in enumerate(spec.get("volumes") or []):
         where = f"`volumes[{index}]` ({volume['type']} {volume['source']} at {volume['mountPath']})"
-        if runtime_kind == "host":
+        if runtime_kind in ("host", "ray"):
             raise SpecError(
-                f"{where}: the host runtime cannot mount a volume at an absolute path; "
+                f"{where}: the {runtime_kind} runtime cannot mount a volume at an absolute path; "
                 "start hfuv server with --runtime podman (or docker)"
             )
         try:
@@ -155,6 +156,12 @@ def check_runnable(
                 f"{where}: this server cannot fetch Hub repos; pip install huggingface_hub"
             ) from None
     ports = (spec.get("expose") or {}).get("ports") or []
+    if runtime_kind == "ray" and ports:
+        raise SpecError(
+            f"`expose.ports` ({', '.join(map(str, ports))}): the ray runtime cannot publish a "
+            "job's ports (the job runs on whichever node of the cluster Ray picks); start hfuv "
+            "server with --runtime podman (or docker)"
+        )
     if runtime_kind == "host" and ports and users > 1:
         raise SpecError(
             f"`expose.ports` ({', '.join(map(str, ports))}): on the host runtime a port is the "
