@@ -52,6 +52,7 @@ ADDRESS_VARIABLE = "HFUV_RAY_ADDRESS"
 TOKEN_VARIABLE = "RAY_AUTH_TOKEN"  # a cluster with token authentication (RAY_AUTH_MODE=token)
 TERMINAL = frozenset(("SUCCEEDED", "FAILED", "STOPPED"))
 ATTEMPT = "-attempt-"
+RESERVED = "hfuv_reserved"  # metadata: what the entrypoint reserves (Ray's details omit it)
 REQUEST_SECONDS = 30.0
 START_RETRY_SECONDS = 15.0  # how long start() waits for a head that does not answer
 STOP_RETRY_SECONDS = 30.0  # how long a stop is retried, and then the job given up
@@ -98,8 +99,10 @@ def submit_body(launch: Launch) -> dict[str, Any]:
         "submission_id": submission_id(launch.job_id, launch.attempt),
         "entrypoint": entrypoint(argv, launch.timeout_seconds),
         "runtime_env": {"env_vars": env},
-        "metadata": {"hfuv_job": launch.job_id, "hfuv_attempt": str(launch.attempt)},
-    }
+        "metadata": {"hfuv_job": launch.job_id, "hfuv_attempt": str(launch.attempt),
+                     RESERVED: shape(launch.cpus or 0, launch.memory_bytes or 0,
+                                     launch.gpu_count)},
+    }  # fmt: skip
     if launch.cpus:
         body["entrypoint_num_cpus"] = launch.cpus
     if launch.memory_bytes:
@@ -476,8 +479,5 @@ class RayHandle(Handle):
 
 
 def pending_message(info: dict[str, Any]) -> str:
-    cpus = float(info.get("entrypoint_num_cpus") or 0)
-    memory = float(info.get("entrypoint_memory") or 0)
-    gpus = float(info.get("entrypoint_num_gpus") or 0)
-    wanted = shape(cpus, memory, gpus)
+    wanted = (info.get("metadata") or {}).get(RESERVED) or "its resources"
     return f"Waiting for the Ray cluster to start it on a node with {wanted} free (Ray: PENDING)"
