@@ -7,7 +7,8 @@ its nodes this machine's own address, not 127.0.0.1 (it replaces a loopback --no
 on Linux); hfuv and these tests reach only its dashboard, on 127.0.0.1.
 
 The nodes get the environment a cluster's operator would give them: uv on PATH (the venv's),
-the tests' uv cache, wheel index and Pythons.
+the tests' uv cache, wheel index and Pythons; and the cluster has Ray's token authentication on
+(RAY_AUTH_MODE=token), as the README advises, so every test also shows hfuv server sending it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +54,10 @@ for i in range(int(sys.argv[1])):
 """
 
 
-def get_json(url: str, timeout: float = 5) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def get_json(url: str, token: str | None, timeout: float = 5) -> object:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
@@ -62,7 +67,8 @@ class RayCluster:
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
-        self.env = env
+        self.token = secrets.token_hex(32)
+        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         self.port, self.dashboard_port = free_port(), free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -93,7 +99,8 @@ class RayCluster:
         self.wait_for(lambda nodes: len(nodes) == 2, "two live nodes")
 
     def nodes(self) -> list[dict]:
-        rows = get_json(f"{self.dashboard}/api/v0/nodes")["data"]["result"]["result"]  # type: ignore[index]
+        nodes = get_json(f"{self.dashboard}/api/v0/nodes", self.token)
+        rows = nodes["data"]["result"]["result"]  # type: ignore[index]
         return [row for row in rows if row["state"] == "ALIVE"]
 
     def wait_for(self, done, what: str, timeout: float = 120) -> None:
@@ -110,7 +117,8 @@ class RayCluster:
 
     def jobs(self) -> dict[str, dict]:
         """Ray's own job list, by submission id."""
-        return {job["submission_id"]: job for job in get_json(f"{self.dashboard}/api/jobs/")
+        return {job["submission_id"]: job for job in get_json(f"{self.dashboard}/api/jobs/",
+                                                              self.token)
                 if job.get("submission_id")}  # type: ignore[union-attr]  # fmt: skip
 
     def stop(self) -> None:
@@ -152,6 +160,12 @@ def ray_cluster(uv_cache: Path, wheel_index: Path) -> Iterator[RayCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def ray_token(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hfuv server finds the cluster's token in its environment."""
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster.token)
 
 
 @pytest.fixture
@@ -213,6 +227,39 @@ def test_examples_run_on_the_cluster(ray_server: ServerProcess, ray_cluster: Ray
     assert ray_jobs[failing_id]["driver_exit_code"] == 5
     assert ray_jobs[job_id]["status"] == "SUCCEEDED"
     assert ray_jobs[job_id]["metadata"]["hfuv_job"] == job_id
+
+
+def test_the_job_has_a_work_dir_of_its_own_and_the_cluster_token(ray_server: ServerProcess) -> None:
+    code = (
+        "import os\nprint(os.getcwd() == os.environ['HFUV_WORKDIR'], os.getcwd())\n"
+        "print('token' if os.environ.get('RAY_AUTH_TOKEN') else 'no token')\n"
+    )
+    script = write(Path(ray_server.data_dir).parent / "where.py", code)
+    result = hfuv("run", str(script), env=ray_server.env())
+    assert result.code == 0, result.output
+    same, workdir = result.stdout.splitlines()[0].split()
+    assert same == "True" and Path(workdir).name.startswith("hfuv-job-")
+    assert not Path(workdir).exists(), "the node's work dir goes with the job"
+    # Ray gives its jobs the cluster's token (its drivers need it): a job can call the
+    # dashboard's API, and read other jobs' env there (see the README).
+    assert result.stdout.splitlines()[1] == "token"
+
+
+def test_the_dashboard_needs_the_token(ray_cluster: RayCluster, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{ray_cluster.dashboard}/api/jobs/", None)
+    assert refused.value.code == 401
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    server = ServerProcess(tmp_path / "data", "--runtime", "ray", "--ray-address",
+                           ray_cluster.dashboard)  # fmt: skip
+    with pytest.raises(RuntimeError) as failed:
+        server.start()
+    assert failed.value.args[0].strip() == (
+        f"error: --runtime ray cannot run jobs here: the Ray head at {ray_cluster.dashboard} "
+        "refused hfuv server's request (401); give its token in RAY_AUTH_TOKEN (hint: check that "
+        "the cluster runs and --ray-address is its head's dashboard, port 8265)"
+    )
 
 
 def test_every_argument_reaches_the_script_exactly(ray_server: ServerProcess) -> None:
@@ -289,14 +336,17 @@ def test_what_the_cluster_cannot_give_is_refused_at_create(ray_server: ServerPro
 
 
 def test_timeout_stops_the_ray_job(ray_server: ServerProcess, ray_cluster: RayCluster) -> None:
-    script = write(Path(ray_server.data_dir).parent / "slow.py", SLOW)
+    code = "import os\nprint(os.environ['HFUV_WORKDIR'], flush=True)\n" + SLOW
+    script = write(Path(ray_server.data_dir).parent / "slow.py", code)
     result = hfuv("run", str(script), "--timeout", "4", "--", "100", "0.5", env=ray_server.env())
     assert result.code == 124, result.output
     job_id = result.stderr.split("job me/")[1].split()[0]
     status = inspect(ray_server, job_id)["status"]
     assert status["stage"] == "ERROR" and status["message"] == "Job timeout"
-    assert "line 0" in result.stdout
+    workdir, first = result.stdout.splitlines()[:2]
+    assert first == "line 0"
     wait_for(lambda: ray_cluster.jobs()[job_id]["status"] == "STOPPED", timeout=15)
+    assert not Path(workdir).exists(), "a stopped job's work dir goes too"
 
 
 def test_schedules_webhooks_and_submission_keys(ray_server: ServerProcess,

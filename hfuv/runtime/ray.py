@@ -6,7 +6,7 @@ the cluster head's dashboard (`POST /api/jobs/`, its status, logs and stop); no 
   started the job) finds the Ray job made the first time instead of making a second one.
 - The entrypoint is the job's argv, each argument quoted for the shell Ray runs it with
   (`shlex.join`), under `timeout`, so that the job's timeout holds while no server runs, in a
-  work dir of its own on the node that goes when the job ends.
+  work dir of its own on the node that goes when the job ends or is stopped.
 - The job's env (its secrets too) is the Ray job's `runtime_env.env_vars`: whoever can call the
   dashboard's API can read them (the README says more).
 - The flavor's CPUs, memory and GPUs are the entrypoint's reservation: Ray starts the job on a
@@ -75,13 +75,14 @@ def submission_id(job_id: str, attempt: int = 1) -> str:
 
 def entrypoint(argv: list[str], timeout_seconds: int) -> str:
     """The shell command Ray runs: the job's argv, quoted, under `timeout` (the server's own
-    timer plus its grace, as the host runtime's watchdog), in a work dir that goes with it."""
+    timer plus its grace, as the host runtime's watchdog), in a work dir that goes with it
+    (when it ends, and when Ray stops it: SIGTERM; not on a SIGKILL)."""
     grace = math.ceil(KILL_GRACE_SECONDS)
     limit = timeout_seconds + grace + 1
     return (
         'w=$(mktemp -d "${TMPDIR:-/tmp}/hfuv-job-XXXXXX") || exit 1; '
-        f"HFUV_WORKDIR=$w timeout -k {grace} {limit} {shlex.join(argv)}; "
-        'code=$?; rm -rf "$w"; exit $code'
+        """trap 'rm -rf "$w"' EXIT; trap 'exit 143' TERM; """
+        f"HFUV_WORKDIR=$w timeout -k {grace} {limit} {shlex.join(argv)}"
     )
 
 

@@ -148,7 +148,9 @@ def choose_runtime(kind: str | None, announce: Callable[[str], None]) -> tuple[R
     except RuntimeFailure as exc:
         hint = f"install or repair {kind}, or pick another with --runtime (host, podman, docker)"
         if kind == "ray":
-            hint = "start the cluster, or check --ray-address (its head's dashboard, port 8265)"
+            hint = (
+                "check that the cluster runs and --ray-address is its head's dashboard, port 8265"
+            )
         raise ServerError(f"--runtime {kind} cannot run jobs here: {exc}", hint=hint) from None
 
 
