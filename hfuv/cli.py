@@ -365,7 +365,8 @@ def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, .
     from hfuv.errors import UsageError
     from hfuv.server import default_data_dir, serve
 
-    if ray_address and runtime != "ray":
+    given = click.get_current_context().get_parameter_source("ray_address")
+    if runtime != "ray" and given == click.core.ParameterSource.COMMANDLINE:
         raise UsageError("--ray-address is for --runtime ray", hint="add --runtime ray")
     if runtime == "ray":
         if not ray_address:

@@ -33,13 +33,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, ServerProcess, free_port, hfuv, needs_python, write
+from hfuv.runtime import MAX_LINE_BYTES
+from hfuv.runtime.ray import LogStream, entrypoint, entrypoint_marker
+from tests.conftest import EXAMPLES, ServerProcess, free_port, hfuv, python_available, write
 
 NO_RAY = importlib.util.find_spec("ray") is None
-pytestmark = [
-    pytest.mark.skipif(NO_RAY, reason="ray is not installed (pip install 'ray[default]')"),
-    needs_python("3.12"),
-]
+needs_ray = pytest.mark.skipif(NO_RAY, reason="ray is not installed (pip install 'ray[default]')")
 
 RAY = str(Path(sys.executable).parent / "ray")
 HF = str(Path(sys.executable).parent / "hf")
@@ -59,6 +58,46 @@ def get_json(url: str, token: str | None, timeout: float = 5) -> object:
     request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+RAY_LINE = "2026-01-02 03:04:05,678\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
+
+
+def test_the_entrypoint_passes_every_argument_untouched(tmp_path: Path) -> None:
+    """As Ray runs it (`/bin/sh -c`), without a cluster."""
+    argv = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))",
+            *TRICKY_ARGS]  # fmt: skip
+    done = subprocess.run(
+        ["/bin/sh", "-c", entrypoint(argv, 60)],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == TRICKY_ARGS
+    assert list(tmp_path.iterdir()) == [], "its work dir went with it"
+    failed = subprocess.run(["/bin/sh", "-c", entrypoint(["sh", "-c", "exit 7"], 60)])
+    assert failed.returncode == 7, "the job's exit code is the entrypoint's"
+    timed_out = subprocess.run(["/bin/sh", "-c", entrypoint(["sleep", "30"], -3)])
+    assert timed_out.returncode == 124, "the node's own timer (1 s here): timeout(1)'s code"
+
+
+def test_the_log_stream_gives_the_jobs_output_once() -> None:
+    marker = entrypoint_marker("job1", "echo 'a\nb'")
+    stream = LogStream(marker)
+    assert list(stream.feed(RAY_LINE, final=False)) == [], "nothing before Ray names the command"
+    early = RAY_LINE + "fast\n" + marker + "one\ntw"
+    assert list(stream.feed(early, final=False)) == [b"fast\n", b"one\n"], "a partial line waits"
+    assert list(stream.feed(early + "o\nthree", final=False)) == [b"two\n"]
+    assert list(stream.feed(early + "o\nthree", final=True)) == [b"three"]
+    resumed = LogStream(marker, skip=2)  # a new server that logged `fast` and `one` already
+    assert list(resumed.feed(early + "o\nthree", final=True)) == [b"two\n", b"three"]
+    long = LogStream(marker)
+    text = marker + "x" * (MAX_LINE_BYTES + 10) + "\n"
+    assert [len(p) for p in long.feed(text[:-5], final=False)] == [MAX_LINE_BYTES]
+    assert [len(p) for p in long.feed(text, final=False)] == [11]
+    never = LogStream(marker)  # Ray failed the job before its command ran
+    assert list(never.feed(RAY_LINE, final=True)) == []
 
 
 class RayCluster:
@@ -143,6 +182,10 @@ class RayCluster:
 
 @pytest.fixture(scope="session")
 def ray_cluster(uv_cache: Path, wheel_index: Path) -> Iterator[RayCluster]:
+    if NO_RAY:
+        pytest.skip("ray is not installed (pip install 'ray[default]')")
+    if not python_available("3.12"):
+        pytest.skip("Python 3.12 is not installed on this machine")
     root = Path(tempfile.mkdtemp(prefix="hfuv-ray-"))  # short: Ray's socket paths live in it
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "PYENV_ROOT", "TMPDIR", "SSL_CERT_FILE")
     env = {key: os.environ[key] for key in keep if key in os.environ}
@@ -162,14 +205,14 @@ def ray_cluster(uv_cache: Path, wheel_index: Path) -> Iterator[RayCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def ray_token(ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """hfuv server finds the cluster's token in its environment."""
     monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster.token)
 
 
 @pytest.fixture
-def ray_server(ray_cluster: RayCluster, tmp_path: Path) -> Iterator[ServerProcess]:
+def ray_server(ray_cluster: RayCluster, ray_token: None, tmp_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path / "data", "--runtime", "ray", "--ray-address",
                            ray_cluster.dashboard).start()  # fmt: skip
     yield server
@@ -250,7 +293,7 @@ def test_the_dashboard_needs_the_token(ray_cluster: RayCluster, tmp_path: Path,
     with pytest.raises(urllib.error.HTTPError) as refused:
         get_json(f"{ray_cluster.dashboard}/api/jobs/", None)
     assert refused.value.code == 401
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     server = ServerProcess(tmp_path / "data", "--runtime", "ray", "--ray-address",
                            ray_cluster.dashboard)  # fmt: skip
     with pytest.raises(RuntimeError) as failed:
@@ -260,6 +303,22 @@ def test_the_dashboard_needs_the_token(ray_cluster: RayCluster, tmp_path: Path,
         "refused hfuv server's request (401); give its token in RAY_AUTH_TOKEN (hint: check that "
         "the cluster runs and --ray-address is its head's dashboard, port 8265)"
     )
+
+
+def test_each_attempt_is_a_ray_job_of_its_own(
+    ray_server: ServerProcess, ray_cluster: RayCluster
+) -> None:
+    result = hfuv("run", "--attempts", "2", str(EXAMPLES / "exit_code.py"), "--", "4",
+                  env=ray_server.env())  # fmt: skip
+    assert result.code == 4, result.output
+    job_id = result.stderr.split("job me/")[1].split()[0]
+    log = hfuv("logs", job_id, env=ray_server.env()).stdout
+    assert log.count("exiting with 4\n") == 2 and "Attempt 2 of 2" in log, log
+    status = inspect(ray_server, job_id)["status"]
+    assert status["message"] == "Job failed with exit code: 4 (attempt 2 of 2)"
+    ray_jobs = ray_cluster.jobs()
+    assert ray_jobs[job_id]["driver_exit_code"] == 4
+    assert ray_jobs[f"{job_id}-attempt-2"]["driver_exit_code"] == 4
 
 
 def test_every_argument_reaches_the_script_exactly(ray_server: ServerProcess) -> None:
@@ -302,6 +361,25 @@ def test_official_client_and_cancel(ray_server: ServerProcess, ray_cluster: RayC
     assert len(ran) == 1 and ran[0]["status"] == "SUCCEEDED"
 
 
+def test_a_ray_job_stopped_on_the_cluster_is_said_plainly(
+    ray_server: ServerProcess, ray_cluster: RayCluster
+) -> None:
+    script = write(Path(ray_server.data_dir).parent / "slow.py", SLOW)
+    job_id = hfuv("run", "--detach", str(script), "--", "600", "0.2",
+                  env=ray_server.env()).stdout.strip()  # fmt: skip
+    wait_for(lambda: "line 1" in hfuv("logs", job_id, env=ray_server.env()).stdout)
+    stop = urllib.request.Request(
+        f"{ray_cluster.dashboard}/api/jobs/{job_id}/stop",
+        b"",
+        headers={"authorization": f"Bearer {ray_cluster.token}"},
+    )
+    urllib.request.urlopen(stop, timeout=10).read()  # as `ray job stop` does
+    status = wait_for(lambda: (s := inspect(ray_server, job_id)["status"])["stage"] == "ERROR"
+                      and s, timeout=20)  # fmt: skip
+    assert status["message"] == ("Job lost: the Ray job was stopped on the cluster (ray job stop, "
+                                 "or the dashboard), not through hfuv")  # fmt: skip
+
+
 def test_a_sweep_of_16_keeps_every_log_whole(ray_server: ServerProcess) -> None:
     script = write(
         Path(ray_server.data_dir).parent / "lines.py",
@@ -332,6 +410,15 @@ def test_what_the_cluster_cannot_give_is_refused_at_create(ray_server: ServerPro
     exposed = hfuv("exec", "--detach", "--expose", "8000", "python:3.12", "--", "true",
                    env=ray_server.env())  # fmt: skip
     assert exposed.code == 1 and "the ray runtime cannot publish a job's ports" in exposed.stderr
+    volume = {"type": "dataset", "source": "org/ds", "mountPath": "/d"}
+    body = {"command": ["true"], "dockerImage": "python:3.12", "volumes": [volume]}
+    request = urllib.request.Request(f"{ray_server.url}/api/jobs/me", json.dumps(body).encode(),
+                                     headers={"authorization": "Bearer token-me",
+                                              "content-type": "application/json"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as mounted:
+        urllib.request.urlopen(request, timeout=10)
+    assert mounted.value.code == 400
+    assert "the ray runtime cannot mount a volume" in json.loads(mounted.value.read())["error"]
     assert hfuv("ps", "-a", "--json", env=ray_server.env()).json() == [], "nothing was created"
 
 
@@ -439,7 +526,7 @@ class Gate:
 
 
 def test_a_head_out_of_reach_and_a_server_restart_lose_no_line(
-    ray_cluster: RayCluster, tmp_path: Path
+    ray_cluster: RayCluster, ray_token: None, tmp_path: Path
 ) -> None:
     gate = Gate(ray_cluster.dashboard_port)
     gate.open()
@@ -471,7 +558,7 @@ def test_a_head_out_of_reach_and_a_server_restart_lose_no_line(
 
 
 def test_a_restarted_head_that_lost_the_job_is_said_plainly(
-    ray_cluster: RayCluster, tmp_path: Path
+    ray_cluster: RayCluster, ray_token: None, tmp_path: Path
 ) -> None:
     """Last in the module: it restarts the cluster."""
     server = ServerProcess(tmp_path / "data", "--runtime", "ray", "--ray-address",

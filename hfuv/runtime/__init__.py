@@ -88,8 +88,9 @@ def lines_of(stream: BinaryIO) -> Iterator[bytes]:
 
 
 # What a runtime says about a started job while it runs: its stage (SCHEDULING while a cluster
-# has not yet placed it, RUNNING once it runs) and a message (None: the executor's own).
-StatusReport = Callable[[str, "str | None"], None]
+# has not yet placed it, RUNNING once it runs; None: unchanged) and a message (None: the
+# executor's own).
+StatusReport = Callable[["str | None", "str | None"], None]
 
 
 class Handle(ABC):

@@ -157,7 +157,7 @@ class RayRuntime(Runtime):
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The head's answer; RayUnreachable when there is none, or a server error."""
-        if not re.match(r"https?://[^/\s]+$", self.address):
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.address):
             raise RuntimeFailure(
                 f"no Ray cluster to run jobs on: --ray-address {self.address or '(none)'} is not "
                 "the head's dashboard URL, e.g. http://HEAD:8265"
@@ -354,7 +354,7 @@ class RayHandle(Handle):
         self._stage = "RUNNING"
         return None
 
-    def _report(self, stage: str, message: str | None) -> None:
+    def _report(self, stage: str | None, message: str | None) -> None:
         if self.on_status is not None:
             self.on_status(stage, message)
 
@@ -370,7 +370,7 @@ class RayHandle(Handle):
                 return None
             if self._unreachable_since is None:
                 self._unreachable_since = now
-                self._report(self._stage or "RUNNING",
+                self._report(self._stage,
                              f"{exc} since {clock(now)}; the job's state on the cluster is "
                              "unknown until it answers (its log goes on from where it "
                              "stopped)")  # fmt: skip

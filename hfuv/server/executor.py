@@ -449,9 +449,16 @@ class Executor:
                              "on its host")  # fmt: skip
         return "; ".join(notes)
 
-    def _runtime_status(self, job_id: str, notes: str, stage: str, message: str | None) -> None:
-        """A runtime's report on a started job: its stage, and a message (None: its notes)."""
-        self.store.update(job_id, stage=stage, message=message or notes)
+    def _runtime_status(self, job_id: str, notes: str, stage: str | None,
+                        message: str | None) -> None:  # fmt: skip
+        """A runtime's report on a started job: its stage (None: as it is), and a message
+        (None: its notes)."""
+        if self._stopped:  # a stopping server's store closes; the next one asks again
+            return
+        fields = {"message": message or notes}
+        if stage is not None:
+            fields["stage"] = stage
+        self.store.update(job_id, **fields)
 
     def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
         launch = self.launch_of(record, gpus)
