@@ -305,6 +305,22 @@ def test_the_dashboard_needs_the_token(ray_cluster: RayCluster, tmp_path: Path,
     )
 
 
+def test_tokens_of_several_users_need_insecure_shared_host(
+    ray_cluster: RayCluster, ray_token: None, tmp_path: Path
+) -> None:
+    result = hfuv("server", "--runtime", "ray", "--ray-address", ray_cluster.dashboard, "--port",
+                  "0", "--data-dir", str(tmp_path / "data"), "--tokens-file",
+                  str(write(tmp_path / "tokens", "alice=a-token\nbob=b-token\n")),
+                  timeout=60)  # fmt: skip
+    assert result.code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "error: tokens of 2 users (alice, bob) on the ray runtime: every job on a Ray cluster can "
+        "read every other job's env and secrets (Ray gives its jobs the cluster's token, and its "
+        "jobs API shows each job's runtime env) (hint: give tokens of one user (a cluster per "
+        "user), or pass --insecure-shared-host to accept that)"
+    )
+
+
 def test_each_attempt_is_a_ray_job_of_its_own(
     ray_server: ServerProcess, ray_cluster: RayCluster
 ) -> None:
@@ -380,7 +396,9 @@ def test_a_ray_job_stopped_on_the_cluster_is_said_plainly(
                                  "or the dashboard), not through hfuv")  # fmt: skip
 
 
-def test_a_sweep_of_16_keeps_every_log_whole(ray_server: ServerProcess) -> None:
+def test_a_sweep_of_16_keeps_every_log_whole(
+    ray_server: ServerProcess, ray_cluster: RayCluster
+) -> None:
     script = write(
         Path(ray_server.data_dir).parent / "lines.py",
         "import sys\nfor n in range(40):\n    print(f'job {sys.argv[1]} line {n}')\n",
@@ -393,6 +411,9 @@ def test_a_sweep_of_16_keeps_every_log_whole(ray_server: ServerProcess) -> None:
     waited = hfuv("wait", "--sweep", sweep_id, env=ray_server.env(), timeout=300)
     assert waited.code == 0, waited.stdout + waited.stderr
     assert waited.stdout.count("COMPLETED") == 16
+    jobs = hfuv("ps", "--sweep", sweep_id, "--json", env=ray_server.env()).json()
+    ray_jobs = ray_cluster.jobs()
+    assert sorted(ray_jobs[job["id"]]["status"] for job in jobs) == ["SUCCEEDED"] * 16
     for index in range(16):
         log = hfuv("logs", "--sweep", sweep_id, "--index", str(index), env=ray_server.env())
         assert log.stdout == "".join(f"job {index} line {n}\n" for n in range(40))

@@ -44,7 +44,12 @@ def serve(
         ) from None
     from hfuv.runtime.gpus import GpuPool, pool_from_option
     from hfuv.server import tokens as token_store
-    from hfuv.server.isolation import closed_to_jobs, isolates_jobs, secure_data_dir
+    from hfuv.server.isolation import (
+        check_cluster_users,
+        closed_to_jobs,
+        isolates_jobs,
+        secure_data_dir,
+    )
 
     gpu_pool = pool_from_option(gpus)
     log_cap = log_size_option(max_log_size)
@@ -63,6 +68,8 @@ def serve(
     if gpu_pool.size and (problem := runtime.gpu_problem()):
         warnings.append(f"warning: {problem}")
     users = {identity.name for identity in tokens.values()}
+    if runtime.kind == "ray":
+        check_cluster_users(users, insecure_shared_host=insecure_shared_host)
     # Containers keep jobs apart; on the host, jobs run as users of their own.
     isolate = runtime.kind == "host" and isolates_jobs(
         users, insecure_shared_host=insecure_shared_host
