@@ -58,6 +58,7 @@ START_RETRY_SECONDS = 15.0  # how long start() waits for a head that does not an
 STOP_RETRY_SECONDS = 30.0  # how long a stop is retried, and then the job given up
 POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 2.0
+BIG_LOG_BYTES = 16 * 1024**2  # a log of this size waits one more second between reads
 NODES_CACHE_SECONDS = 5.0
 # Ray's own log records in a job's log: `2026-01-02 03:04:05,678<TAB>INFO job_manager.py:581 -- `
 RAY_RECORD = re.compile(
@@ -435,7 +436,9 @@ class RayHandle(Handle):
             if final:
                 self._finish(info)  # a log Ray cannot give any more ends with what it gave
                 return
-            time.sleep(min(MAX_POLL_SECONDS, POLL_SECONDS * 1.5**idle))
+            # Ray reads the whole log at each request: a big one is read less often.
+            size = len(log) if log is not None else 0
+            time.sleep(min(MAX_POLL_SECONDS, POLL_SECONDS * 1.5**idle) + size / BIG_LOG_BYTES)
 
     def wait(self) -> int:
         while self._code is None:
