@@ -396,6 +396,16 @@ def test_a_ray_job_stopped_on_the_cluster_is_said_plainly(
                                  "or the dashboard), not through hfuv")  # fmt: skip
 
 
+def test_output_that_is_not_utf8_stops_the_log_where_it_begins(ray_server: ServerProcess) -> None:
+    """A limit of Ray's logs API (it reads the log as text), as the README says."""
+    code = ("import sys, time\nprint('before', flush=True)\ntime.sleep(3)\n"
+            "sys.stdout.buffer.write(b'\\xff\\n')\nprint('after')\n")  # fmt: skip
+    script = write(Path(ray_server.data_dir).parent / "bytes.py", code)
+    result = hfuv("run", str(script), env=ray_server.env())
+    assert result.code == 0, result.output
+    assert result.stdout == "before\n"
+
+
 def test_a_sweep_of_16_keeps_every_log_whole(
     ray_server: ServerProcess, ray_cluster: RayCluster
 ) -> None:
