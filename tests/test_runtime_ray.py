@@ -595,11 +595,15 @@ def test_a_restarted_head_that_lost_the_job_is_said_plainly(
     server = ServerProcess(tmp_path / "data", "--runtime", "ray", "--ray-address",
                            ray_cluster.dashboard).start()  # fmt: skip
     try:
-        script = write(tmp_path / "slow.py", SLOW)
+        code = "import os\nprint(os.environ['HFUV_WORKDIR'], flush=True)\n" + SLOW
+        script = write(tmp_path / "slow.py", code)
         job_id = hfuv("run", "--detach", str(script), "--", "600", "0.2",
                       env=server.env()).stdout.strip()  # fmt: skip
         wait_for(lambda: "line 2" in hfuv("logs", job_id, env=server.env()).stdout)
+        workdir = Path(hfuv("logs", job_id, env=server.env()).stdout.splitlines()[0])
         ray_cluster.restart()
+        assert workdir.is_dir(), "a job killed with its node leaves its work dir (README)"
+        shutil.rmtree(workdir)
         status = wait_for(lambda: (s := inspect(server, job_id)["status"])["stage"] == "ERROR"
                           and s, timeout=60)  # fmt: skip
         assert status["message"].startswith(
@@ -608,7 +612,7 @@ def test_a_restarted_head_that_lost_the_job_is_said_plainly(
         ), status["message"]
         assert "what happened to the job after its last logged line is unknown" in status["message"]
         log = hfuv("logs", job_id, env=server.env()).stdout.splitlines()
-        assert log[:3] == ["line 0", "line 1", "line 2"], "the record keeps its log"
+        assert log[1:4] == ["line 0", "line 1", "line 2"], "the record keeps its log"
         assert hfuv("run", str(EXAMPLES / "hello.py"), env=server.env()).code == 0
     finally:
         server.stop()
