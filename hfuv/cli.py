@@ -358,19 +358,38 @@ def job_ref(client: Any, ref: str, namespace: str | None) -> tuple[str, str]:
 )
 @click.option(
     "--runtime",
-    type=click.Choice(["host", "podman", "docker"]),
+    type=click.Choice(["host", "podman", "docker", "ray"]),
     envvar="HFUV_RUNTIME",
-    help="What runs the jobs: a container engine (each job in its image) or this host "
-    "[default: podman or docker when installed, else host; env: HFUV_RUNTIME].",
+    help="What runs the jobs: a container engine (each job in its image), this host, or a Ray "
+    "cluster (--ray-address) [default: podman or docker when installed, else host; env: "
+    "HFUV_RUNTIME].",
+)
+@click.option(
+    "--ray-address",
+    envvar="HFUV_RAY_ADDRESS",
+    metavar="URL",
+    help="--runtime ray: the Ray head's dashboard, e.g. http://HEAD:8265 [env: HFUV_RAY_ADDRESS].",
 )
 def server(host: str, port: int, data_dir: str | None, token_specs: tuple[str, ...],
            tokens_file: str | None, insecure_shared_host: bool,
            max_parallel: int, gpus: str, max_log_size: str,
-           runtime: str | None) -> None:  # fmt: skip
-    """Serve the Hugging Face Jobs API here and run its jobs on this machine."""
+           runtime: str | None, ray_address: str | None) -> None:  # fmt: skip
+    """Serve the Hugging Face Jobs API here and run its jobs on this machine (or a Ray
+    cluster)."""
+    import os
     from pathlib import Path
 
+    from hfuv.errors import UsageError
     from hfuv.server import default_data_dir, serve
+
+    given = click.get_current_context().get_parameter_source("ray_address")
+    if runtime != "ray" and given == click.core.ParameterSource.COMMANDLINE:
+        raise UsageError("--ray-address is for --runtime ray", hint="add --runtime ray")
+    if runtime == "ray":
+        if not ray_address:
+            raise UsageError("--runtime ray needs the Ray head's dashboard URL",
+                             hint="add --ray-address http://HEAD:8265")  # fmt: skip
+        os.environ["HFUV_RAY_ADDRESS"] = ray_address  # the runtime, and a restarted one, read it
 
     serve(
         host=host,

@@ -5,7 +5,9 @@ its image, argv, env, limits, GPUs, ports and mounts, as one `Launch`. A runtime
 streams its output, waits for it, stops it, and finds it again after a server restart. Kinds:
 
 - `host`: processes on this machine, one process group per job (no image);
-- `podman`, `docker`: the job's image, through the engines' shared CLI (`hfuv.runtime.engine`).
+- `podman`, `docker`: the job's image, through the engines' shared CLI (`hfuv.runtime.engine`);
+- `ray`: a Ray cluster, through the Ray Jobs REST API (`hfuv.runtime.ray`); the cluster places
+  the job on a node with its flavor's CPUs, memory and GPUs free.
 
 A new kind is one module with a `Runtime` subclass; every kind passes the same contract tests.
 """
@@ -21,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-KINDS = ("host", "podman", "docker")
+KINDS = ("host", "podman", "docker", "ray")
 ENGINES = ("podman", "docker")
 KILL_GRACE_SECONDS = 3.0
 
@@ -53,6 +55,8 @@ class Launch:
     user: tuple[int, int] | None = None  # host runtime: (uid, gid) to run the job as
     caches: Path | None = None  # with `user`: that user's own caches (uv's, the bootstrap's)
     interactive: bool = False  # `hfuv run --local`: the job keeps the terminal
+    attempt: int = 1  # which run of the job this is (`attempts`): 2 and on are retries
+    gpu_count: int = 0  # the GPUs a runtime that places jobs itself reserves (see places_jobs)
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,18 @@ def lines_of(stream: BinaryIO) -> Iterator[bytes]:
     return iter(partial(stream.readline, MAX_LINE_BYTES), b"")
 
 
+# What a runtime says about a started job while it runs: its stage (SCHEDULING while a cluster
+# has not yet placed it, RUNNING once it runs; None: unchanged) and a message (None: the
+# executor's own).
+StatusReport = Callable[["str | None", "str | None"], None]
+
+
 class Handle(ABC):
     """One started (or re-attached) job."""
 
     job_id: str
+    # Set by the executor before it reads output(): where the runtime reports a change.
+    on_status: StatusReport | None = None
 
     @abstractmethod
     def output(self) -> Iterator[bytes]:
@@ -121,6 +133,16 @@ class Handle(ABC):
         """Drop what the runtime keeps for an ended job (a container, say)."""
         return None
 
+    def waiting(self) -> str | None:
+        """What the just started job waits for before it runs (a cluster placing it), or None
+        when it runs."""
+        return None
+
+    def lost(self) -> str | None:
+        """Why the job ended with no exit code of its own (its runtime lost it: a cluster's head
+        restarted, its node died), once it has ended; None when it ended by itself."""
+        return None
+
     @property
     def reference(self) -> str:
         """What `Runtime.reattach` needs to find this job again (stored with the job)."""
@@ -129,6 +151,7 @@ class Handle(ABC):
 
 class Runtime(ABC):
     kind: str
+    unit = "process"  # what one job is on this runtime, for messages: a container, a Ray job
 
     @abstractmethod
     def describe(self) -> str:
@@ -168,6 +191,16 @@ class Runtime(ABC):
         """Why jobs given GPUs would fail to start with this runtime here, or None."""
         return None
 
+    @property
+    def places_jobs(self) -> bool:
+        """Whether the runtime reserves each job's CPUs, memory and GPUs itself, on machines of
+        its own (a cluster): the executor's GPU pool and host limits do not apply then."""
+        return False
+
+    def fit_problem(self, flavor: str, cpus: float, memory_bytes: int, gpus: int) -> str | None:
+        """Why a job of `flavor` can never be placed (places_jobs runtimes), or None."""
+        return None
+
 
 class RuntimeFailure(Exception):
     """A job could not be started; the message says why, for the job's status."""
@@ -191,7 +224,8 @@ def find_engine() -> str | None:
 
 
 def get_runtime(kind: str, environ: Mapping[str, str] | None = None) -> Runtime:
-    """The runtime of `kind` ("host", "podman" or "docker")."""
+    """The runtime of `kind` ("host", "podman", "docker" or "ray": the cluster whose dashboard
+    is at HFUV_RAY_ADDRESS)."""
     if kind == "host":
         from hfuv.runtime.host import HostRuntime
 
@@ -200,4 +234,8 @@ def get_runtime(kind: str, environ: Mapping[str, str] | None = None) -> Runtime:
         from hfuv.runtime.engine import EngineRuntime
 
         return EngineRuntime(kind, dict(os.environ if environ is None else environ))
+    if kind == "ray":
+        from hfuv.runtime.ray import RayRuntime
+
+        return RayRuntime.from_environment(dict(os.environ if environ is None else environ))
     raise ValueError(f"unknown runtime {kind!r}; one of {', '.join(KINDS)}")

@@ -175,6 +175,8 @@ def last_line(text: str) -> str:
 
 
 class EngineRuntime(Runtime):
+    unit = "container"
+
     def __init__(self, kind: str, environ: Mapping[str, str]) -> None:
         self.kind = kind
         self.environ = dict(environ)

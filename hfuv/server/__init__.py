@@ -42,9 +42,14 @@ def serve(
             "hfuv server needs its extra dependencies",
             hint="pip install 'hfuv[server]'",
         ) from None
-    from hfuv.runtime.gpus import pool_from_option
+    from hfuv.runtime.gpus import GpuPool, pool_from_option
     from hfuv.server import tokens as token_store
-    from hfuv.server.isolation import closed_to_jobs, isolates_jobs, secure_data_dir
+    from hfuv.server.isolation import (
+        check_cluster_users,
+        closed_to_jobs,
+        isolates_jobs,
+        secure_data_dir,
+    )
 
     gpu_pool = pool_from_option(gpus)
     log_cap = log_size_option(max_log_size)
@@ -58,9 +63,13 @@ def serve(
         from_env=os.environ.get(token_store.ENV_VARIABLE, ""), warn=warnings.append,
     )  # fmt: skip
     runtime, described = choose_runtime(runtime_kind, warnings.append)
+    if runtime.places_jobs:  # the cluster's GPUs, reserved by Ray; none of this machine's
+        gpu_pool = GpuPool([], declared=True)
     if gpu_pool.size and (problem := runtime.gpu_problem()):
         warnings.append(f"warning: {problem}")
     users = {identity.name for identity in tokens.values()}
+    if runtime.kind == "ray":
+        check_cluster_users(users, insecure_shared_host=insecure_shared_host)
     # Containers keep jobs apart; on the host, jobs run as users of their own.
     isolate = runtime.kind == "host" and isolates_jobs(
         users, insecure_shared_host=insecure_shared_host
@@ -87,11 +96,14 @@ def serve(
     state.scheduler.start()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     who = "each job as a user of its own" if isolate else f"jobs as uid {os.geteuid()}"
-    if runtime.kind != "host":
+    if runtime.kind == "ray":
+        who = "each job as a Ray job"
+    elif runtime.kind != "host":
         who = "each job in a container"
     announce(f"hfuv server on {url} for {', '.join(sorted(users))}; data in {data_dir}; {who}")
     announce(f"runtime: {described}; capacity: {runtime.capacity().describe()}")
-    announce(gpu_pool.describe())
+    announce("GPUs: the Ray cluster's, reserved for each job by its flavor" if runtime.places_jobs
+             else gpu_pool.describe())  # fmt: skip
     if generated:
         announce(f"HF_ENDPOINT={url} HF_TOKEN={generated}")
     else:
@@ -141,10 +153,12 @@ def choose_runtime(kind: str | None, announce: Callable[[str], None]) -> tuple[R
     try:
         return runtime, runtime.describe()
     except RuntimeFailure as exc:
-        raise ServerError(
-            f"--runtime {kind} cannot run jobs here: {exc}",
-            hint=f"install or repair {kind}, or pick another with --runtime (host, podman, docker)",
-        ) from None
+        hint = f"install or repair {kind}, or pick another with --runtime (host, podman, docker)"
+        if kind == "ray":
+            hint = (
+                "check that the cluster runs and --ray-address is its head's dashboard, port 8265"
+            )
+        raise ServerError(f"--runtime {kind} cannot run jobs here: {exc}", hint=hint) from None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -54,6 +54,12 @@ def limits(flavor: Flavor, capacity: Capacity) -> tuple[float, int, str]:
     return cpus, memory, f"limits: {cpu_text}, {memory_text}"
 
 
+def shape(cpus: float, memory: float, flavor: Flavor) -> str:
+    """`2 CPUs, 16 GiB memory` (and the flavor's GPUs): what a cluster reserves for a job."""
+    text = f"{cpus:g} CPUs, {_gib(memory)} memory"
+    return text + (f", {_gpus(flavor.gpu_count)}" if flavor.gpu_count else "")
+
+
 def gpu_wait(need: int, pool: GpuPool, kept_for: str | None, visible: Callable[[str], bool]) -> str:
     """What a GPU job waits for: `Waiting for 1 GPU: 0 of 1 free (job ID uses it)`; only jobs
     `visible` to the waiting job's owner are named (others' ids are theirs)."""

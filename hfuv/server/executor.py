@@ -228,16 +228,25 @@ class Executor:
         return usage
 
     def limits(self, spec: Mapping[str, object]) -> tuple[float, int]:
-        """A job's CPU and memory limits: its flavor's, capped at this host's."""
-        cpus, memory, _ = capacity.limits(flavor_of(spec), self.capacity)
+        """A job's CPU and memory limits: its flavor's, capped at this host's (a runtime that
+        places jobs on machines of its own reserves the flavor's whole)."""
+        flavor = flavor_of(spec)
+        if self.runtime.places_jobs:
+            return float(flavor.cpu_cores), int(flavor.ram_gb * 1024**3)
+        cpus, memory, _ = capacity.limits(flavor, self.capacity)
         return cpus, memory
 
     def refusal(self, spec: Mapping[str, object]) -> str | None:
-        """Why a job of this spec can never run here (its image, its flavor's GPUs), or None."""
+        """Why a job of this spec can never run here (its image, its flavor's GPUs or, on a
+        cluster, its flavor's size), or None."""
         image = spec.get("dockerImage")
         if isinstance(image, str) and (problem := self.runtime.image_problem(image)):
             return problem
-        return capacity.refusal(flavor_of(spec), self.gpus)
+        flavor = flavor_of(spec)
+        if self.runtime.places_jobs:
+            cpus, memory = self.limits(spec)
+            return self.runtime.fit_problem(flavor.name, cpus, memory, flavor.gpu_count)
+        return capacity.refusal(flavor, self.gpus)
 
     @property
     def capacity(self) -> Capacity:
@@ -253,8 +262,10 @@ class Executor:
 
     def _recover(self) -> None:
         """Jobs running when the server stopped are re-attached where their runtime allows it
-        (containers), else they end as ERROR; queued ones are queued again."""
-        for record in self.store.with_stage("RUNNING"):
+        (containers, Ray jobs: also those a cluster had not placed yet), else they end as ERROR;
+        queued ones are queued again."""
+        handed = [r for r in self.store.with_stage("SCHEDULING") if r.runtime_ref]
+        for record in [*self.store.with_stage("RUNNING"), *handed]:
             kind, _, reference = (record.runtime_ref or f"host:{record.id}").partition(":")
             runtime = self.runtime if kind == self.runtime.kind else get_runtime(kind, self.environ)
             handle = None
@@ -266,14 +277,18 @@ class Executor:
                 runtime.end_orphan(reference)
                 message = "The server stopped while the job was running"
                 if runtime.restartable:
-                    message = f"The job's container was gone when the server restarted ({kind})"
+                    message = (f"The job's {runtime.unit} was gone when the server restarted "
+                               f"({kind})")  # fmt: skip
                 self.store.finish(record.id, "ERROR", message, None)
                 continue
+            handle.on_status = functools.partial(self._runtime_status, record.id,
+                                                 self._notes(record, runtime))  # fmt: skip
             self._running[record.id] = handle
             threading.Thread(target=self._watch, args=(record, handle, attempt), daemon=True,
                              name=f"job-{record.id}").start()  # fmt: skip
         for record in self.store.with_stage("SCHEDULING"):
-            self.submit(record.id)
+            if record.id not in self._running:
+                self.submit(record.id)
         for held in self.store.docs(GPU_HOLDS):  # a re-attached job keeps its GPUs
             if held["id"] in self._running:
                 self.gpus.hold(held["id"], held["gpus"])
@@ -375,6 +390,9 @@ class Executor:
             self._unqueue(job_id)
             return None
         flavor = flavor_of(record.spec)
+        if self.runtime.places_jobs:  # the cluster reserves its GPUs; none from the pool
+            self._gpus_needed[job_id] = 0
+            return 0
         reason = capacity.refusal(flavor, self.gpus)  # the pool shrank since it was created
         if reason is not None:
             self._unqueue(job_id)
@@ -391,13 +409,14 @@ class Executor:
     def _image_unused(self, image: str) -> bool:
         """On the host runtime an image is not used, but uv's (the bootstrap gives uv and the
         job's Python here too)."""
-        return self.runtime.kind == "host" and not image.startswith(UV_IMAGES)
+        return self.runtime.kind in ("host", "ray") and not image.startswith(UV_IMAGES)
 
     def _unused_image_note(self, record: JobRecord) -> str:
         image = str(record.spec.get("dockerImage") or record.spec.get("spaceId") or "")
         if not self._image_unused(image):
             return ""
-        return f"; image {image} was not used: hfuv server ran the command on its host"
+        where = "on its host" if self.runtime.kind == "host" else "on a node of the Ray cluster"
+        return f"; image {image} was not used: hfuv server ran the command {where}"
 
     def _same_namespace(self, job_id: str, other: str) -> bool:
         mine, theirs = self.store.get(job_id), self.store.get(other)
@@ -436,19 +455,45 @@ class Executor:
             gpus=gpus,
             ports=tuple((spec.get("expose") or {}).get("ports") or ()),
             mounts=self._mounts.get(record.id, ()),
+            gpu_count=flavor.gpu_count if self.runtime.places_jobs else 0,
         )
+
+    def _notes(self, record: JobRecord, runtime: Runtime, gpus: tuple[str, ...] = ()) -> str:
+        """The running job's status message: its limits, and what of its spec is not used."""
+        flavor = flavor_of(record.spec)
+        image = str(record.spec.get("dockerImage") or record.spec.get("spaceId") or "")
+        if runtime.places_jobs:
+            cpus, memory = self.limits(record.spec)
+            notes = [f"reserved on the Ray cluster: {capacity.shape(cpus, memory, flavor)}"]
+            if runtime.kind == "ray" and not image.startswith(UV_IMAGES):
+                notes.append(f"image {image} is not used: the Ray runtime runs the command on "
+                             "a node of the cluster")  # fmt: skip
+            return "; ".join(notes)
+        notes = [capacity.limits(flavor, self.capacity)[2]]
+        if gpus:
+            notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
+        if runtime.kind == "host":
+            notes.append("the host runtime does not enforce CPU and memory limits")
+            if not image.startswith(UV_IMAGES):
+                notes.append(f"image {image} is not used: hfuv server runs the command "
+                             "on its host")  # fmt: skip
+        return "; ".join(notes)
+
+    def _runtime_status(self, job_id: str, notes: str, stage: str | None,
+                        message: str | None) -> None:  # fmt: skip
+        """A runtime's report on a started job: its stage (None: as it is), and a message
+        (None: its notes)."""
+        if self._stopped:  # a stopping server's store closes; the next one asks again
+            return
+        fields = {"message": message or notes}
+        if stage is not None:
+            fields["stage"] = stage
+        self.store.update(job_id, **fields)
 
     def _start(self, record: JobRecord, gpus: tuple[str, ...] = ()) -> Handle:
         launch = self.launch_of(record, gpus)
         self.runtime.prepare(launch, lambda doing: self.store.update(record.id, message=doing))
-        notes = [capacity.limits(flavor_of(record.spec), self.capacity)[2]]
-        if gpus:
-            notes[0] += f", GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
-        if self.runtime.kind == "host":
-            notes.append("the host runtime does not enforce CPU and memory limits")
-            if self._image_unused(launch.image):
-                notes.append(f"image {launch.image} is not used: hfuv server runs the command "
-                             "on its host")  # fmt: skip
+        notes = self._notes(record, self.runtime, gpus)
         writer = self.logs.writer(record.id)
         try:
             writer.write(f"{_HEADER} {time.strftime('%Y-%m-%d %H:%M:%S')} =====")
@@ -459,8 +504,11 @@ class Executor:
         started = time.time()  # before the runtime's own timer (podman's --timeout) starts
         handle = self.runtime.start(launch)
         reference = f"{self.runtime.kind}:{handle.reference}"
-        self.store.update(record.id, stage="RUNNING", started_at=started,
-                          message="; ".join(notes), runtime_ref=reference)  # fmt: skip
+        waiting = handle.waiting()  # a cluster that has not placed it yet: still SCHEDULING
+        self.store.update(record.id, stage="SCHEDULING" if waiting else "RUNNING",
+                          started_at=started, message=waiting or notes,
+                          runtime_ref=reference)  # fmt: skip
+        handle.on_status = functools.partial(self._runtime_status, record.id, notes)
         return handle
 
     def _fail_to_start(self, record: JobRecord, reason: str) -> None:
@@ -489,8 +537,7 @@ class Executor:
             while code != 0 and attempt < attempts:
                 why = f"attempt {attempt} failed with exit code: {code}"
                 try:
-                    retried = self._retry(record, handle, writer, f"{attempt + 1} of {attempts}",
-                                          why)  # fmt: skip
+                    retried = self._retry(record, handle, writer, attempt + 1, why)
                 except RuntimeFailure as exc:
                     unstarted = str(exc)
                     break
@@ -533,6 +580,8 @@ class Executor:
         elif unstarted:
             finish("ERROR", f"Job failed to start (attempt {attempt + 1} of {attempts}): "
                    f"{unstarted}", code)  # fmt: skip
+        elif (lost := handle.lost()) is not None:  # no exit code of the job's own
+            finish("ERROR", f"Job lost{tries}: {lost}", None)
         elif code == 0:
             finish("COMPLETED", None, 0)
         else:
@@ -549,7 +598,7 @@ class Executor:
         else:
             finish(stage, f"{message or stage}; {note}", code)
 
-    def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, attempt: str,
+    def _retry(self, record: JobRecord, ended: Handle, writer: LogWriter, number: int,
                why: str) -> Handle | None:  # fmt: skip
         """The failed job again, in the slot it holds and from a fresh work dir (None when it is
         being canceled, timed out or shut down); its log says which attempt follows and why."""
@@ -563,8 +612,10 @@ class Executor:
             if left <= 0:  # the job's timeout covers all its attempts
                 return None
             ended.release()
+            attempt = f"{number} of {attempts_of(record.spec)}"
             writer.write(f"{_ATTEMPT}{attempt} ({why}) =====")
-            launch = dataclasses.replace(launch, timeout_seconds=left)  # the runtime's own timer
+            # The runtime's own timer gets what is left; a cluster, a Ray job of its own.
+            launch = dataclasses.replace(launch, timeout_seconds=left, attempt=number)
             shutil.rmtree(launch.workdir, ignore_errors=True)
             try:
                 handle = self.runtime.start(launch)
@@ -575,6 +626,8 @@ class Executor:
             self._running[record.id] = handle
         self.store.update(record.id, message=f"Attempt {attempt} ({why})",
                           runtime_ref=f"{self.runtime.kind}:{handle.reference}")  # fmt: skip
+        handle.on_status = functools.partial(self._runtime_status, record.id,
+                                             f"Attempt {attempt} ({why})")  # fmt: skip
         return handle
 
     def _time_out(self, job_id: str) -> None:

@@ -31,6 +31,20 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 SHARED_FOLDERS = ("work", "users")
 
 
+def check_cluster_users(users: Iterable[str], *, insecure_shared_host: bool) -> None:
+    """On the ray runtime every job can read every other job's env: refuse tokens of several
+    users unless told `--insecure-shared-host`."""
+    names = sorted(set(users))
+    if len(names) > 1 and not insecure_shared_host:
+        raise UsageError(
+            f"tokens of {len(names)} users ({', '.join(names)}) on the ray runtime: every job on "
+            "a Ray cluster can read every other job's env and secrets (Ray gives its jobs the "
+            "cluster's token, and its jobs API shows each job's runtime env)",
+            hint="give tokens of one user (a cluster per user), or pass --insecure-shared-host "
+            "to accept that",
+        )
+
+
 def isolates_jobs(users: Iterable[str], *, insecure_shared_host: bool) -> bool:
     """Whether each job runs as a user of its own; refuse, with why, a server whose jobs of
     different users would share this process's user."""

@@ -3,8 +3,9 @@
 
 Honoured: `attempts`, `expose`, `volumes` (Hub repos: model, dataset, Space, read-only; buckets of
 the job's namespace, read-write unless `readOnly`; only on a container runtime), `arch` when it
-is this machine's. Refused: `ssh`, `network`, `resourceGroupId`, and any field this server does
-not know (a newer client's).
+is this machine's (on the ray runtime: the server's; the cluster's nodes are taken to be of its
+architecture). Refused: `ssh`, `network`, `resourceGroupId`, and any field this server does not
+know (a newer client's).
 """
 
 from __future__ import annotations
@@ -143,9 +144,9 @@ def check_runnable(
     check_exec_size(spec)
     for index, volume in enumerate(spec.get("volumes") or []):
         where = f"`volumes[{index}]` ({volume['type']} {volume['source']} at {volume['mountPath']})"
-        if runtime_kind == "host":
+        if runtime_kind in ("host", "ray"):
             raise SpecError(
-                f"{where}: the host runtime cannot mount a volume at an absolute path; "
+                f"{where}: the {runtime_kind} runtime cannot mount a volume at an absolute path; "
                 "start hfuv server with --runtime podman (or docker)"
             )
         needed = ("huggingface_hub", "fetch Hub repos")
@@ -157,6 +158,12 @@ def check_runnable(
             raise SpecError(f"{where}: this server cannot {needed[1]}; pip install "
                             f"{needed[0]}") from None  # fmt: skip
     ports = (spec.get("expose") or {}).get("ports") or []
+    if runtime_kind == "ray" and ports:
+        raise SpecError(
+            f"`expose.ports` ({', '.join(map(str, ports))}): the ray runtime cannot publish a "
+            "job's ports (the job runs on whichever node of the cluster Ray picks); start hfuv "
+            "server with --runtime podman (or docker)"
+        )
     if runtime_kind == "host" and ports and users > 1:
         raise SpecError(
             f"`expose.ports` ({', '.join(map(str, ports))}): on the host runtime a port is the "
