@@ -28,12 +28,13 @@ _replaced: list[str] = []  # folders moved aside for new code, to remove
 
 
 def folder_name(source: str | None, files: Mapping[str, bytes], script: str,
-                bundle_sha256: str) -> str:  # fmt: skip
-    """The folder for the bundle of `files` whose script `script` is the user's file `source`;
+                bundle_sha256: str, python: str) -> str:  # fmt: skip
+    """The folder for the bundle of `files` whose script `script` is the user's file `source`,
+    run on `python` (runs on two Pythons at once would share, and fight over, one environment);
     without a file (a URL, stdin), the bundle's own."""
     if source is None:
         return bundle_sha256[:32]
-    fields = [os.path.abspath(source)]
+    fields = [os.path.abspath(source), python]
     for name in sorted(files):
         if name != script:
             fields += [name, sha256_hex(files[name])]
@@ -49,16 +50,20 @@ def place(parent: str, names: Sequence[str], files: Mapping[str, bytes]) -> str:
     for name in names:
         folder = os.path.join(parent, name)
         lock = os.open(folder + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        for _ in range(3):  # a lock changes mode by release and take: check again after
-            fcntl.flock(lock, fcntl.LOCK_SH)  # waits only while another run rewrites it
-            if holds_exactly(folder, files):
-                _held.append(lock)
-                return folder
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another run uses it
-                break
-            _rewrite(folder, files)
+        try:
+            for _ in range(3):  # a lock changes mode by release and take: check again after
+                fcntl.flock(lock, fcntl.LOCK_SH)  # waits only while another run rewrites it
+                if holds_exactly(folder, files):
+                    _held.append(lock)
+                    return folder
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another run uses it
+                    break
+                _rewrite(folder, files)
+        except BaseException:
+            os.close(lock)  # never left held: this very process may try the folder again
+            raise
         os.close(lock)
     import tempfile
 
@@ -88,8 +93,10 @@ def _rewrite(folder: str, files: Mapping[str, bytes]) -> None:
     replaced is removed by `remove_replaced`, once the job has started."""
     staging, stale = folder + ".unpacking", folder + ".stale"
     for leftover in (staging, stale):  # of a run that was killed while it wrote
-        if os.path.lexists(leftover):
+        if os.path.isdir(leftover) and not os.path.islink(leftover):
             _remove_tree(leftover)
+        elif os.path.lexists(leftover):
+            os.unlink(leftover)
     os.mkdir(staging, 0o700)
     try:
         write_files(staging, files)

@@ -234,7 +234,8 @@ def run_bootstrap(
 
     def place_code(files: dict[str, bytes]) -> str:
         digest = run.env["HFUV_BUNDLE_SHA256"]
-        name = codedir.folder_name(source, files, run.env["HFUV_SCRIPT"], digest)
+        python = interpreter or run.env.get("HFUV_INTERPRETER") or run.env["HFUV_PYTHON"]
+        name = codedir.folder_name(source, files, run.env["HFUV_SCRIPT"], digest, python)
         placed.update(files=files, name=name)
         return codedir.place(str(cache_dir() / "code"), dict.fromkeys([name, digest[:32]]),
                              files)  # fmt: skip

@@ -262,3 +262,22 @@ def test_an_edit_leaves_the_code_of_a_run_still_going_alone(tmp_path: Path) -> N
     assert (going.returncode, out) == (0, "VERSION 1 same code\n"), err
     folder, _, _ = where(hfuv(*argv))  # with nothing running, the folder follows edits
     assert folder == shared and Path(shared, "w.py").read_text().endswith("goes on\n")
+
+
+def test_a_code_dir_that_cannot_be_rewritten_fails_the_replayed_edit_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """A rewrite that fails must not leave its lock held (the full path, taken next in the same
+    process, would wait on it forever); a leftover staging file is cleared."""
+    block = "# /// script\n# dependencies = []\n# ///\n"
+    script = write(tmp_path / "s.py", block + "print('one')\n")
+    assert hfuv("run", str(script), "--local").stdout == "one\n"
+    code = tmp_path / "hfuv-cache" / "code"
+    (folder,) = [path for path in code.iterdir() if path.is_dir()]
+    write(code / f"{folder.name}.unpacking", "")  # a leftover that is not a folder
+    script.write_text(block + "print('two')\n")  # replayed: only the code changed
+    try:
+        result = hfuv("run", str(script), "--local", timeout=20)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the replay of an edited run hung on its own lock") from None
+    assert (result.code, result.stdout) == (0, "two\n"), result.stderr
