@@ -46,14 +46,26 @@ def _ungroup(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _lz4(data: bytes, size: int) -> bytes:
+    """The LZ4 frame `data`, expanded to at most `size` + 1 bytes: a frame that says more than
+    its chunk header is refused without being expanded (a few MB could hold gigabytes)."""
+    decompressor = lz4.frame.LZ4FrameDecompressor()
+    try:
+        raw = decompressor.decompress(data, max_length=size + 1)
+    except RuntimeError as exc:
+        raise XorbError(f"a chunk's LZ4 data does not decompress: {exc}") from None
+    if len(raw) > size:
+        raise XorbError(f"a chunk decompresses to more than the {size} bytes its header says")
+    if not decompressor.eof:
+        raise XorbError("a chunk's LZ4 data does not decompress: the frame is incomplete")
+    return raw
+
+
 def decompress(scheme: int, data: bytes, size: int) -> bytes:
     if scheme == 0:
         raw = data
     elif scheme in (1, 2):
-        try:
-            raw = lz4.frame.decompress(data)
-        except RuntimeError as exc:
-            raise XorbError(f"a chunk's LZ4 data does not decompress: {exc}") from None
+        raw = _lz4(data, size)
         if scheme == 2:
             raw = _ungroup(raw)
     else:
