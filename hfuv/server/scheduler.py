@@ -105,7 +105,10 @@ class Scheduler:
                 if record["suspend"] or due is None or due > now:
                     continue
                 if record["concurrency"] or not self._active(record):
-                    self._run(record)
+                    try:
+                        self._run(record)
+                    except Exception:  # e.g. a bucket its creator may no longer mount
+                        pass  # this run is skipped; the next is at its time
                     record = self.store.get_doc("schedule", record["id"]) or record
                 record["nextRunAt"] = next_tick(record["schedule"], now)
                 self.store.put_doc("schedule", record)
