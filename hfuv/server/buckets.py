@@ -32,6 +32,7 @@ from hfuv.server.xet.tokens import Signer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 EMPTY_FILE = to_hex(ZERO_HASH)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_JSON_BYTES = 8 * 1024 * 1024  # as the Jobs routes' MAX_BODY_BYTES
 ARTIFACTS = "jobs-artifacts"
 
 
@@ -172,8 +173,23 @@ def tree(files: list[dict[str, Any]], prefix: str, recursive: bool) -> list[dict
     return sorted(out, key=lambda item: item["path"])
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it is known to be over `limit` bytes: by its
+    Content-Length before any is read, else where the stream passes the limit."""
+    too_big = f"the request body is over {limit // (1024 * 1024)} MiB; send less"
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BucketApiError(413, too_big)
+    raw = bytearray()
+    async for piece in request.stream():
+        raw += piece
+        if len(raw) > limit:
+            raise BucketApiError(413, too_big)
+    return bytes(raw)
+
+
 async def _json(request: Request) -> Any:
-    raw = await request.body()
+    raw = await _read_body(request, MAX_JSON_BYTES)
     if not raw:
         return {}
     try:
@@ -292,9 +308,7 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
 
     async def batch(request: Request, identity: Identity) -> Response:
         namespace, name = _bucket(buckets, request, identity)
-        raw = await request.body()
-        if len(raw) > MAX_BATCH_BYTES:
-            raise BucketApiError(413, f"the batch is over {MAX_BATCH_BYTES} bytes; send less")
+        raw = await _read_body(request, MAX_BATCH_BYTES)
         failed: list[dict[str, str]] = []
         lines = [line for line in raw.split(b"\n") if line.strip()]
         for number, line in enumerate(lines, start=1):
