@@ -97,7 +97,15 @@ class Cas:
         _write(path.with_name(f"{name}.json"), json.dumps(index).encode())
         return True
 
-    def chunks(self, name: str) -> list[StoredChunk]:
+    def chunks(
+        self, name: str, cache: dict[str, list[StoredChunk]] | None = None
+    ) -> list[StoredChunk]:
+        """The xorb's chunk index; read once per `cache` (one per request: a shard or a
+        reconstruction names one xorb in many terms, and an index is up to 8192 entries)."""
+        if cache is not None:
+            if name not in cache:
+                cache[name] = self.chunks(name)
+            return cache[name]
         try:
             index = json.loads((self._xorb_path(name).with_name(f"{name}.json")).read_bytes())
         except FileNotFoundError:
@@ -118,9 +126,12 @@ class Cas:
             parsed = shards.parse(body)
         except shards.ShardError as exc:
             raise CasError(str(exc)) from None
+        cache: dict[str, list[StoredChunk]] = {}
         for listed in parsed.xorbs:
-            self._check_listing(listed)
-        stored = [self._verified_file(info, index) for index, info in enumerate(parsed.files)]
+            self._check_listing(listed, cache)
+        stored = [
+            self._verified_file(info, index, cache) for index, info in enumerate(parsed.files)
+        ]
         for record in stored:
             path = self.root / "files" / f"{record.hash}.json"
             if not path.is_file():
@@ -131,15 +142,19 @@ class Cas:
                 _write(path, json.dumps(doc).encode())
         return stored
 
-    def _check_listing(self, listed: shards.XorbInfo) -> None:
+    def _check_listing(
+        self, listed: shards.XorbInfo, cache: dict[str, list[StoredChunk]]
+    ) -> None:
         name = to_hex(listed.hash)
         if not self.has_xorb(name):
             raise CasError(f"the shard lists xorb {name}, which was not uploaded")
-        chunks = self.chunks(name)
+        chunks = self.chunks(name, cache)
         if [c.hash for c in chunks] != [to_hex(h) for h in listed.chunk_hashes]:
             raise CasError(f"the shard lists chunks of xorb {name} that are not the stored ones")
 
-    def _verified_file(self, info: shards.FileInfo, index: int) -> StoredFile:
+    def _verified_file(
+        self, info: shards.FileInfo, index: int, cache: dict[str, list[StoredChunk]]
+    ) -> StoredFile:
         name = to_hex(info.hash)
         where = f"file {index} ({name})"
         if info.terms and info.verification is None:
@@ -149,7 +164,7 @@ class Cas:
         for number, term in enumerate(info.terms):
             xorb = to_hex(term.xorb)
             try:
-                chunks = self.chunks(xorb)
+                chunks = self.chunks(xorb, cache)
             except NotStored:
                 raise CasError(
                     f"{where}: term {number} names xorb {xorb}, which is not "
@@ -198,8 +213,9 @@ class Cas:
 
     def read_file(self, name: str) -> Iterator[bytes]:
         """The file's bytes, term by term (each chunk decompressed)."""
+        cache: dict[str, list[StoredChunk]] = {}
         for term in self.file(name).terms:
-            chunks = self.chunks(term.xorb)
+            chunks = self.chunks(term.xorb, cache)
             first, last = chunks[term.chunk_start], chunks[term.chunk_end - 1]
             data = self.xorb_bytes(term.xorb, first.start, last.end)
             _, datas = xorbs.chunks_of(data)

@@ -177,13 +177,16 @@ def cas_routes(buckets: Any) -> list[Route]:
             raise CasApiError(400, "give file ids as a JSON array of strings (or ?file_id=)")
         files: dict[str, Any] = {}
         fetch_info: dict[str, list[Any]] = {}
+        cache: dict[str, Any] = {}  # each xorb's chunk index read once for all the files
         for name in dict.fromkeys(ids):
             try:
                 from_hex(name)
             except ValueError as exc:
                 raise CasApiError(400, str(exc)) from None
             record = readable(grant, name)
-            terms, fetch, _ = reconstruct.terms_of(buckets.cas, record, url_of(request))
+            terms, fetch, _ = await asyncio.to_thread(
+                reconstruct.terms_of, buckets.cas, record, url_of(request), None, cache
+            )
             files[name] = terms
             for xorb_name, entries in fetch.items():
                 fetch_info.setdefault(xorb_name, []).extend(entries)
