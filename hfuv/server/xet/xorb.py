@@ -18,6 +18,7 @@ HEADER_SIZE = 8
 FOOTER_MAGIC = b"XETBLOB"
 MAX_XORB_BYTES = 64 * 1024 * 1024
 MAX_CHUNK_BYTES = 128 * 1024
+MAX_XORB_CHUNKS = 8 * 1024  # xet-core's MAX_XORB_CHUNKS
 SCHEMES = {0: "none", 1: "LZ4", 2: "byte-grouping-4 LZ4"}
 
 
@@ -83,6 +84,8 @@ def chunks_of(body: bytes) -> tuple[list[Chunk], list[bytes]]:
     while offset < len(body):
         if body.startswith(FOOTER_MAGIC, offset):
             break  # the metadata footer: the chunks are all read
+        if len(chunks) == MAX_XORB_CHUNKS:
+            raise XorbError(f"the xorb has over {MAX_XORB_CHUNKS} chunks, the protocol's limit")
         if len(body) - offset < HEADER_SIZE:
             raise XorbError(f"truncated chunk header at byte {offset}")
         header = body[offset : offset + HEADER_SIZE]
