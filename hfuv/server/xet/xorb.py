@@ -76,8 +76,10 @@ def decompress(scheme: int, data: bytes, size: int) -> bytes:
     return raw
 
 
-def chunks_of(body: bytes) -> tuple[list[Chunk], list[bytes]]:
-    """Each chunk of `body` and its uncompressed bytes; XorbError for a malformed xorb."""
+def chunks_of(body: bytes, keep_data: bool = True) -> tuple[list[Chunk], list[bytes]]:
+    """Each chunk of `body` and (with `keep_data`) its uncompressed bytes; XorbError for a
+    malformed xorb. Without `keep_data`, at most one chunk is held uncompressed (a 64 MiB
+    xorb can expand to 1 GiB)."""
     chunks: list[Chunk] = []
     datas: list[bytes] = []
     offset = 0
@@ -101,7 +103,8 @@ def chunks_of(body: bytes) -> tuple[list[Chunk], list[bytes]]:
             raise XorbError(f"chunk {len(chunks)} runs past the end of the xorb")
         raw = decompress(scheme, body[offset + HEADER_SIZE : end], size)
         chunks.append(Chunk(chunk_hash(raw), size, offset, end))
-        datas.append(raw)
+        if keep_data:
+            datas.append(raw)
         offset = end
     if not chunks:
         raise XorbError("the xorb has no chunks")
@@ -113,7 +116,7 @@ def verify(name: str, body: bytes) -> list[Chunk]:
     recomputed from them and matches; XorbError otherwise."""
     if len(body) > MAX_XORB_BYTES:
         raise XorbError(f"the xorb is {len(body)} bytes, over the 64 MiB limit")
-    chunks, _ = chunks_of(body)
+    chunks, _ = chunks_of(body, keep_data=False)
     computed = to_hex(xorb_hash([(c.hash, c.size) for c in chunks]))
     if computed != name:
         raise XorbError(
