@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hfuv.runtime import Mount, RuntimeFailure
-from hfuv.server.buckets import Buckets
+from hfuv.server.buckets import Buckets, mtime_ok
 from hfuv.server.xet.cas import CasError
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -119,8 +119,11 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
             buckets.store.add_owner(xet_hash, bucket_ns)
             stat = (target / relative).stat()
             kind = mimetypes.guess_type(relative)[0]
+            mtime: int | None = stat.st_mtime_ns // 1_000_000
+            if not mtime_ok(mtime):
+                mtime = None  # before 1970 or after 9999: kept without one
             problem = buckets.add_file(bucket_ns, name, remote(relative), xet_hash,
-                                       stat.st_mtime_ns // 1_000_000, kind)  # fmt: skip
+                                       mtime, kind)  # fmt: skip
             if problem:
                 raise RuntimeFailure(f"volume {describe(volume)}: {relative}: {problem}")
     for relative in gone:

@@ -34,6 +34,8 @@ EMPTY_FILE = to_hex(ZERO_HASH)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_JSON_BYTES = 8 * 1024 * 1024  # as the Jobs routes' MAX_BODY_BYTES
 ARTIFACTS = "jobs-artifacts"
+MAX_MTIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MTIME_RULE = "`mtime` must be milliseconds since 1970 (0 to 253402300799999, year 9999)"
 
 
 @dataclass
@@ -60,6 +62,8 @@ class Buckets:
         """Add (or replace) a file by its Xet hash; the reason it cannot be, or None."""
         if (problem := path_problem(path)) is not None:
             return problem
+        if mtime_ms is not None and not mtime_ok(mtime_ms):
+            return MTIME_RULE
         try:
             from_hex(xet_hash)
         except ValueError as exc:
@@ -84,6 +88,11 @@ class BucketApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def mtime_ok(mtime: Any) -> bool:
+    """Milliseconds since 1970, up to the end of year 9999 (what a listing can show)."""
+    return isinstance(mtime, int) and not isinstance(mtime, bool) and 0 <= mtime <= MAX_MTIME_MS
 
 
 def path_problem(path: Any) -> str | None:
@@ -322,8 +331,8 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
             where = path if isinstance(path, str) else f"line {number}"
             if kind == "addFile":
                 mtime = op.get("mtime")
-                if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, int)):
-                    failed.append({"path": where, "error": "`mtime` must be milliseconds"})
+                if mtime is not None and not mtime_ok(mtime):
+                    failed.append({"path": where, "error": MTIME_RULE})
                     continue
                 content_type = op.get("contentType")
                 problem = buckets.add_file(
