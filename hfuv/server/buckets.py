@@ -34,6 +34,12 @@ EMPTY_FILE = to_hex(ZERO_HASH)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_JSON_BYTES = 8 * 1024 * 1024  # as the Jobs routes' MAX_BODY_BYTES
 ARTIFACTS = "jobs-artifacts"
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110's token
+CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}( *;[\x20-\x7e]{{0,200}})?", re.ASCII)
+CONTENT_TYPE_RULE = (
+    "`contentType` must be a media type, type/subtype[; params], in at most 255 printable "
+    "ASCII characters"
+)
 MAX_MTIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MTIME_RULE = "`mtime` must be milliseconds since 1970 (0 to 253402300799999, year 9999)"
 
@@ -335,13 +341,15 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
                     failed.append({"path": where, "error": MTIME_RULE})
                     continue
                 content_type = op.get("contentType")
+                if content_type is not None and not (
+                    isinstance(content_type, str)
+                    and len(content_type) <= 255
+                    and CONTENT_TYPE.fullmatch(content_type)
+                ):
+                    failed.append({"path": where, "error": CONTENT_TYPE_RULE})
+                    continue
                 problem = buckets.add_file(
-                    namespace,
-                    name,
-                    path,
-                    str(op.get("xetHash")),
-                    mtime,
-                    content_type if isinstance(content_type, str) else None,
+                    namespace, name, path, str(op.get("xetHash")), mtime, content_type
                 )
                 if problem:
                     failed.append({"path": where, "error": problem})

@@ -142,9 +142,7 @@ class Cas:
                 _write(path, json.dumps(doc).encode())
         return stored
 
-    def _check_listing(
-        self, listed: shards.XorbInfo, cache: dict[str, list[StoredChunk]]
-    ) -> None:
+    def _check_listing(self, listed: shards.XorbInfo, cache: dict[str, list[StoredChunk]]) -> None:
         name = to_hex(listed.hash)
         if not self.has_xorb(name):
             raise CasError(f"the shard lists xorb {name}, which was not uploaded")
