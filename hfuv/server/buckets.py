@@ -32,6 +32,7 @@ from hfuv.server.xet.tokens import Signer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 EMPTY_FILE = to_hex(ZERO_HASH)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_PATHS_INFO = 1000  # the official client sends batches of 1000
 MAX_JSON_BYTES = 8 * 1024 * 1024  # as the Jobs routes' MAX_BODY_BYTES
 ARTIFACTS = "jobs-artifacts"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110's token
@@ -302,7 +303,11 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
         paths = body.get("paths") if isinstance(body, dict) else None
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise BucketApiError(400, 'the body must be {"paths": [PATH, ...]}')
-        found = [buckets.store.file(namespace, name, p) for p in paths[:1000]]
+        if len(paths) > MAX_PATHS_INFO:
+            raise BucketApiError(
+                400, f"{len(paths)} paths asked for; give at most {MAX_PATHS_INFO} a request"
+            )
+        found = [buckets.store.file(namespace, name, p) for p in paths]
         return JSONResponse([file_json(f) for f in found if f is not None])
 
     def xet_token(scope: str):
