@@ -130,7 +130,8 @@ def _bucket(buckets: Buckets, request: Request, identity: Identity) -> tuple[str
 
 def check_volumes(buckets: Buckets, identity: Identity, spec: dict[str, Any]) -> None:
     """ValueError naming the first bucket volume of `spec` that `identity` cannot mount: one
-    of a namespace it cannot use (a token sees only its namespaces' buckets), or none at all."""
+    of a namespace it cannot use (a token sees only its namespaces' buckets), or none at all,
+    or whose `path` is no folder a bucket can hold (`out//run`, `out/./run`)."""
     for index, volume in enumerate(spec.get("volumes") or []):
         if volume["type"] != "bucket":
             continue
@@ -138,6 +139,10 @@ def check_volumes(buckets: Buckets, identity: Identity, spec: dict[str, Any]) ->
         where = f"`volumes[{index}]` (bucket {volume['source']} at {volume['mountPath']})"
         if not identity.can_use(namespace) or buckets.store.get(namespace, name) is None:
             raise ValueError(f"{where}: no bucket {volume['source']} that this token can use")
+        folder = str(volume.get("path") or "").strip("/")
+        if folder and (problem := path_problem(folder)) is not None:
+            # what the job writes there is kept under this folder: it must be a bucket path
+            raise ValueError(f"{where}: {problem.replace('`path`', '`path` folder', 1)}")
 
 
 def _hub(request: Request) -> str:
