@@ -55,8 +55,16 @@ def lay_out(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> Mount:
     for entry in files:
         relative = entry["path"][len(base) :]
         path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as out:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = path.open("wb")
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise RuntimeFailure(
+                f"volume {describe(volume)}: the bucket has {entry['path']} and a file in a "
+                "folder of that name, or a file named as its folder: a name is a file or a "
+                "folder, not both; delete one of them"
+            ) from None
+        with out:
             if entry["size"]:
                 for piece in buckets.cas.read_file(entry["xetHash"]):
                     out.write(piece)
@@ -110,11 +118,15 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
     changed, gone = _changes(target, manifest)
     folder = _folder(volume)
     remote = (lambda relative: f"{folder}/{relative}") if folder else (lambda relative: relative)
+    hashed: list[tuple[str, int]] = []
     if changed:
         try:
             hashed = _hash_into_cas(buckets, [target / r for r in changed])
         except CasError as exc:
             raise RuntimeFailure(f"volume {describe(volume)}: {exc}") from None
+    for relative in gone:  # first: a job may replace a file `a` by a folder `a/`
+        buckets.store.delete_file(bucket_ns, name, remote(relative))
+    if changed:
         for relative, (xet_hash, _size) in zip(changed, hashed, strict=True):
             buckets.store.add_owner(xet_hash, bucket_ns)
             stat = (target / relative).stat()
@@ -126,8 +138,6 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
                                        mtime, kind)  # fmt: skip
             if problem:
                 raise RuntimeFailure(f"volume {describe(volume)}: {relative}: {problem}")
-    for relative in gone:
-        buckets.store.delete_file(bucket_ns, name, remote(relative))
     return f"{len(changed)} file(s) written, {len(gone)} deleted in {volume['source']}"
 
 

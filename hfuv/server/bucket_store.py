@@ -165,6 +165,22 @@ class BucketStore:
             content_type,
         )
 
+    def clash(self, namespace: str, name: str, path: str) -> str | None:
+        """A file of the bucket that `path` cannot live beside: one that is a folder of `path`
+        (`a` for `a/b`), or one inside `path` taken as a folder (`a/b` for `a`)."""
+        parts = path.split("/")
+        folders = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+        rows = self._all(
+            "SELECT path FROM bucket_files WHERE namespace = ? AND bucket = ? AND (path IN "
+            f"({', '.join('?' * len(folders))}) OR substr(path, 1, ?) = ?) LIMIT 1",
+            namespace,
+            name,
+            *folders,
+            len(path) + 1,
+            f"{path}/",
+        )
+        return rows[0][0] if rows else None
+
     def delete_file(self, namespace: str, name: str, path: str) -> bool:
         return bool(
             self._run(

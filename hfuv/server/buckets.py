@@ -71,6 +71,12 @@ class Buckets:
             return problem
         if mtime_ms is not None and not mtime_ok(mtime_ms):
             return MTIME_RULE
+        if (other := self.store.clash(namespace, bucket, path)) is not None:
+            # a bucket is laid out as files for a job: a path is a file or a folder, not both
+            return (
+                f"`path` {path[:200]!r} and the file {other[:200]!r} cannot both be in the "
+                "bucket (a name is a file or a folder, not both); delete that one first"
+            )
         try:
             from_hex(xet_hash)
         except ValueError as exc:
