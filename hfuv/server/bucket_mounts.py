@@ -116,6 +116,15 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
     bucket_ns, name = volume["source"].split("/")
     manifest = json.loads(target.with_name(target.name + MANIFEST_SUFFIX).read_text())
     changed, gone = _changes(target, manifest)
+    for relative in changed:  # before any is hashed: a bucket path is UTF-8
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(os.fsencode(relative))[2:-1]
+            raise RuntimeFailure(
+                f"volume {describe(volume)}: the job left a file named {shown}, which is not "
+                "UTF-8 (a bucket path must be); nothing was written back: rename it"
+            ) from None
     folder = _folder(volume)
     remote = (lambda relative: f"{folder}/{relative}") if folder else (lambda relative: relative)
     hashed: list[tuple[str, int]] = []
@@ -124,9 +133,9 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
             hashed = _hash_into_cas(buckets, [target / r for r in changed])
         except CasError as exc:
             raise RuntimeFailure(f"volume {describe(volume)}: {exc}") from None
-    for relative in gone:  # first: a job may replace a file `a` by a folder `a/`
-        buckets.store.delete_file(bucket_ns, name, remote(relative))
-    if changed:
+    with buckets.store.transaction():  # all of the job's changes, or none
+        for relative in gone:  # first: a job may replace a file `a` by a folder `a/`
+            buckets.store.delete_file(bucket_ns, name, remote(relative))
         for relative, (xet_hash, _size) in zip(changed, hashed, strict=True):
             buckets.store.add_owner(xet_hash, bucket_ns)
             stat = (target / relative).stat()
