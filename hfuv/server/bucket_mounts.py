@@ -93,8 +93,9 @@ def _changes(target: Path, manifest: dict[str, list[Any]]) -> tuple[list[str], l
     return sorted(changed), sorted(set(manifest) - seen)
 
 
-def _hash_into_cas(buckets: Buckets, paths: list[Path]) -> list[tuple[str, int]]:
-    """Each file's (Xet hash, size), its xorbs and shard stored in the bucket CAS."""
+def _hash_into_cas(buckets: Buckets, namespace: str, paths: list[Path]) -> list[tuple[str, int]]:
+    """Each file's (Xet hash, size), its xorbs and shard stored in the bucket CAS as uploaded
+    by `namespace`."""
     import hf_xet
 
     with tempfile.TemporaryDirectory(prefix="hfuv-xet-") as scratch:
@@ -106,8 +107,11 @@ def _hash_into_cas(buckets: Buckets, paths: list[Path]) -> list[tuple[str, int]]
             name = xorb.name.removeprefix("default.")
             if len(name) == 64:
                 buckets.cas.put_xorb(name, xorb.read_bytes())
+                buckets.store.add_xorb_owner(name, namespace)
         for shard in sorted(Path(scratch).glob("cas/**/xorbs/shards/*.mdb")):
-            buckets.cas.put_shard(shard.read_bytes())
+            buckets.cas.put_shard(
+                shard.read_bytes(), lambda xorb: buckets.store.owns_xorb(namespace, xorb)
+            )
     return results
 
 
@@ -130,7 +134,7 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
     hashed: list[tuple[str, int]] = []
     if changed:
         try:
-            hashed = _hash_into_cas(buckets, [target / r for r in changed])
+            hashed = _hash_into_cas(buckets, bucket_ns, [target / r for r in changed])
         except CasError as exc:
             raise RuntimeFailure(f"volume {describe(volume)}: {exc}") from None
     with buckets.store.transaction():  # all of the job's changes, or none

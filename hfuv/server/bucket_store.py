@@ -3,7 +3,9 @@ namespace; a file is a path in a bucket naming a file of the CAS by its Xet hash
 
 `file_owners` remembers which namespaces uploaded (a shard defining) each file hash: a batch may
 add a file to a bucket only by a hash its namespace uploaded or already has in a bucket, so a
-hash learnt elsewhere never reads another namespace's data.
+hash learnt elsewhere never reads another namespace's data. `xorb_owners` does the same for
+xorbs: a namespace that did not upload a xorb is told it is absent (HEAD), may upload it (then
+owns it too), and cannot name it in a shard.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ CREATE TABLE IF NOT EXISTS file_owners (
     xet_hash TEXT NOT NULL,
     namespace TEXT NOT NULL,
     PRIMARY KEY (xet_hash, namespace)
+);
+CREATE TABLE IF NOT EXISTS xorb_owners (
+    xorb TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    PRIMARY KEY (xorb, namespace)
 );
 """
 _FILE_COLUMNS = "path, xet_hash, size, mtime_ms, uploaded_at, content_type"
@@ -207,6 +214,16 @@ class BucketStore:
 
     def add_owner(self, xet_hash: str, namespace: str) -> None:
         self._run("INSERT OR IGNORE INTO file_owners VALUES (?, ?)", xet_hash, namespace)
+
+    def add_xorb_owner(self, xorb: str, namespace: str) -> bool:
+        """Record that `namespace` uploaded `xorb`; False when it had already."""
+        return bool(self._run("INSERT OR IGNORE INTO xorb_owners VALUES (?, ?)", xorb, namespace))
+
+    def owns_xorb(self, namespace: str, xorb: str) -> bool:
+        """Whether `namespace` uploaded the xorb: to any other, it is as if absent."""
+        return bool(
+            self._all("SELECT 1 FROM xorb_owners WHERE xorb = ? AND namespace = ?", xorb, namespace)
+        )
 
     def owns(self, namespace: str, xet_hash: str) -> bool:
         """Whether `namespace` uploaded the file `xet_hash` or has it in one of its buckets."""

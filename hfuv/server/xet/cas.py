@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,17 +120,21 @@ class Cas:
 
     # files
 
-    def put_shard(self, body: bytes) -> list[StoredFile]:
-        """The files the shard defines, each verified and kept; CasError for the first problem."""
+    def put_shard(
+        self, body: bytes, usable: Callable[[str], bool] | None = None
+    ) -> list[StoredFile]:
+        """The files the shard defines, each verified and kept; CasError for the first problem.
+        With `usable`, a xorb it says False for is taken as not stored (another namespace's)."""
         try:
             parsed = shards.parse(body)
         except shards.ShardError as exc:
             raise CasError(str(exc)) from None
         cache: dict[str, list[StoredChunk]] = {}
         for listed in parsed.xorbs:
-            self._check_listing(listed, cache)
+            self._check_listing(listed, cache, usable)
         stored = [
-            self._verified_file(info, index, cache) for index, info in enumerate(parsed.files)
+            self._verified_file(info, index, cache, usable)
+            for index, info in enumerate(parsed.files)
         ]
         for record in stored:
             path = self.root / "files" / f"{record.hash}.json"
@@ -142,16 +146,25 @@ class Cas:
                 _write(path, json.dumps(doc).encode())
         return stored
 
-    def _check_listing(self, listed: shards.XorbInfo, cache: dict[str, list[StoredChunk]]) -> None:
+    def _check_listing(
+        self,
+        listed: shards.XorbInfo,
+        cache: dict[str, list[StoredChunk]],
+        usable: Callable[[str], bool] | None,
+    ) -> None:
         name = to_hex(listed.hash)
-        if not self.has_xorb(name):
+        if not self.has_xorb(name) or (usable is not None and not usable(name)):
             raise CasError(f"the shard lists xorb {name}, which was not uploaded")
         chunks = self.chunks(name, cache)
         if [c.hash for c in chunks] != [to_hex(h) for h in listed.chunk_hashes]:
             raise CasError(f"the shard lists chunks of xorb {name} that are not the stored ones")
 
     def _verified_file(
-        self, info: shards.FileInfo, index: int, cache: dict[str, list[StoredChunk]]
+        self,
+        info: shards.FileInfo,
+        index: int,
+        cache: dict[str, list[StoredChunk]],
+        usable: Callable[[str], bool] | None,
     ) -> StoredFile:
         name = to_hex(info.hash)
         where = f"file {index} ({name})"
@@ -162,6 +175,8 @@ class Cas:
         for number, term in enumerate(info.terms):
             xorb = to_hex(term.xorb)
             try:
+                if usable is not None and not usable(xorb):
+                    raise NotStored(xorb)
                 chunks = self.chunks(xorb, cache)
             except NotStored:
                 raise CasError(
