@@ -126,6 +126,23 @@ class BucketStore:
             "size": size,
         }
 
+    def exists(self, namespace: str, name: str) -> bool:
+        return bool(
+            self._all("SELECT 1 FROM buckets WHERE namespace = ? AND name = ?", namespace, name)
+        )
+
+    def holds(self, namespace: str, name: str, xet_hash: str) -> bool:
+        """Whether a file of the bucket is the file `xet_hash`."""
+        return bool(
+            self._all(
+                "SELECT 1 FROM bucket_files WHERE namespace = ? AND xet_hash = ? AND bucket = ? "
+                "LIMIT 1",
+                namespace,
+                xet_hash,
+                name,
+            )
+        )
+
     def names(self, namespace: str) -> list[str]:
         rows = self._all("SELECT name FROM buckets WHERE namespace = ? ORDER BY name", namespace)
         return [name for (name,) in rows]

@@ -49,6 +49,10 @@ def _grant(buckets: Any, request: Request, scope: str) -> Grant:
             "Missing, invalid or expired Xet token; get a new one from "
             "the bucket's xet-read-token or xet-write-token route",
         )
+    if not buckets.store.exists(grant.namespace, grant.bucket):
+        raise CasApiError(
+            401, f"This Xet token is for bucket {grant.namespace}/{grant.bucket}, which is gone"
+        )
     if scope == "write" and grant.scope != "write":
         raise CasApiError(403, "This Xet token is read-only; uploads need a write token")
     return grant
@@ -136,7 +140,13 @@ def cas_routes(buckets: Any) -> list[Route]:
         return JSONResponse({"result": 1})
 
     def readable(grant: Grant, name: str):
-        if not buckets.store.owns(grant.namespace, name):
+        # A read token reads the files of its bucket; a write token those its namespace
+        # uploaded or holds (the upload it is for may not be in the bucket yet).
+        if grant.scope == "write":
+            allowed = buckets.store.owns(grant.namespace, name)
+        else:
+            allowed = buckets.store.holds(grant.namespace, grant.bucket, name)
+        if not allowed:
             raise CasApiError(404, f"No file {name}")
         try:
             return buckets.cas.file(name)
