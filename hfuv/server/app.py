@@ -243,6 +243,32 @@ def _check_buckets(state: ServerState, identity: Identity, spec: dict[str, Any])
     return spec
 
 
+def _identity_named(state: ServerState, who: dict[str, Any] | None) -> Identity | None:
+    """The identity (its orgs from every token of that name) of `who`, a `createdBy`."""
+    name = (who or {}).get("name")
+    found = [identity for identity in state.tokens.values() if identity.name == name]
+    if not found:
+        return None
+    return Identity(found[0].name, tuple(sorted({org for i in found for org in i.orgs})))
+
+
+def _check_creator_buckets(state: ServerState, who: dict[str, Any] | None, spec: dict[str, Any]):
+    """A job a webhook or a schedule launches mounts only buckets its creator (`who`, a
+    `createdBy`) may still mount; else an ApiError naming the first one."""
+    if state.buckets is None or not any(
+        volume["type"] == "bucket" for volume in spec.get("volumes") or []
+    ):
+        return
+    identity = _identity_named(state, who)
+    if identity is None:
+        raise ApiError(
+            403,
+            f"{(who or {}).get('name', 'its creator')} made this, and has no token on this "
+            "server any more: its job's bucket volumes cannot be mounted",
+        )
+    _check_buckets(state, identity, spec)
+
+
 def _owner(namespace: str, identity: Identity) -> dict[str, str]:
     kind = "user" if namespace == identity.name else "org"
     return {"id": entity_id(namespace), "name": namespace, "type": kind}
@@ -813,6 +839,7 @@ def _webhook_create(state: ServerState):
         source = state.store.get(body["jobSourceId"])
         if source is None or not identity.can_use(source.namespace):
             raise ApiError(404, f"Job {body['jobSourceId']} not found")
+        _check_buckets(state, identity, source.spec)  # its jobs mount what the creator may
         webhook = {
             "id": new_job_id(), "namespace": source.namespace, "jobSourceId": source.id,
             "watched": watched, "domains": domains, "secret": secret, "secrets": secrets_,
@@ -856,6 +883,9 @@ def _webhook_update(state: ServerState):
             if source is None or not identity.can_use(source.namespace):
                 raise ApiError(404, f"Job {updated['jobSourceId']} not found")
             updated["namespace"] = source.namespace
+        source = state.store.get(updated["jobSourceId"])
+        if source is not None:  # whoever changes a webhook may mount what its jobs mount
+            _check_buckets(state, identity, source.spec)
         state.store.put_doc("webhook", updated)
         return JSONResponse({"webhook": _webhook_json(state, updated)})
 
@@ -912,6 +942,7 @@ def _webhook_receive(state: ServerState):
         spec = dict(source.spec, environment=env, secrets=webhooks.job_secrets(webhook))
         try:
             state.check_runnable(spec)
+            _check_creator_buckets(state, webhook.get("createdBy"), spec)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
         initiator = {"type": "webhook", "id": webhook["id"]}
@@ -956,6 +987,7 @@ def build_state(
 
     def launch_scheduled(record: dict[str, Any]) -> JobRecord:
         initiator = {"type": "scheduled-job", "id": record["id"]}
+        _check_creator_buckets(state, record.get("createdBy") or record["owner"], record["spec"])
         return state.launch(record["namespace"], record["owner"], initiator, record["spec"],
                             created_by=record.get("createdBy"))  # fmt: skip
 

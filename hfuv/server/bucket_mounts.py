@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hfuv.runtime import Mount, RuntimeFailure
-from hfuv.server.buckets import Buckets
+from hfuv.server.buckets import Buckets, mtime_ok
 from hfuv.server.xet.cas import CasError
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -55,8 +55,16 @@ def lay_out(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> Mount:
     for entry in files:
         relative = entry["path"][len(base) :]
         path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as out:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = path.open("wb")
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise RuntimeFailure(
+                f"volume {describe(volume)}: the bucket has {entry['path']} and a file in a "
+                "folder of that name, or a file named as its folder: a name is a file or a "
+                "folder, not both; delete one of them"
+            ) from None
+        with out:
             if entry["size"]:
                 for piece in buckets.cas.read_file(entry["xetHash"]):
                     out.write(piece)
@@ -85,8 +93,9 @@ def _changes(target: Path, manifest: dict[str, list[Any]]) -> tuple[list[str], l
     return sorted(changed), sorted(set(manifest) - seen)
 
 
-def _hash_into_cas(buckets: Buckets, paths: list[Path]) -> list[tuple[str, int]]:
-    """Each file's (Xet hash, size), its xorbs and shard stored in the bucket CAS."""
+def _hash_into_cas(buckets: Buckets, namespace: str, paths: list[Path]) -> list[tuple[str, int]]:
+    """Each file's (Xet hash, size), its xorbs and shard stored in the bucket CAS as uploaded
+    by `namespace`."""
     import hf_xet
 
     with tempfile.TemporaryDirectory(prefix="hfuv-xet-") as scratch:
@@ -98,8 +107,11 @@ def _hash_into_cas(buckets: Buckets, paths: list[Path]) -> list[tuple[str, int]]
             name = xorb.name.removeprefix("default.")
             if len(name) == 64:
                 buckets.cas.put_xorb(name, xorb.read_bytes())
+                buckets.store.add_xorb_owner(name, namespace)
         for shard in sorted(Path(scratch).glob("cas/**/xorbs/shards/*.mdb")):
-            buckets.cas.put_shard(shard.read_bytes())
+            buckets.cas.put_shard(
+                shard.read_bytes(), lambda xorb: buckets.store.owns_xorb(namespace, xorb)
+            )
     return results
 
 
@@ -108,23 +120,37 @@ def write_back(buckets: Buckets, volume: Mapping[str, Any], target: Path) -> str
     bucket_ns, name = volume["source"].split("/")
     manifest = json.loads(target.with_name(target.name + MANIFEST_SUFFIX).read_text())
     changed, gone = _changes(target, manifest)
+    for relative in changed:  # before any is hashed: a bucket path is UTF-8
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(os.fsencode(relative))[2:-1]
+            raise RuntimeFailure(
+                f"volume {describe(volume)}: the job left a file named {shown}, which is not "
+                "UTF-8 (a bucket path must be); nothing was written back: rename it"
+            ) from None
     folder = _folder(volume)
     remote = (lambda relative: f"{folder}/{relative}") if folder else (lambda relative: relative)
+    hashed: list[tuple[str, int]] = []
     if changed:
         try:
-            hashed = _hash_into_cas(buckets, [target / r for r in changed])
+            hashed = _hash_into_cas(buckets, bucket_ns, [target / r for r in changed])
         except CasError as exc:
             raise RuntimeFailure(f"volume {describe(volume)}: {exc}") from None
+    with buckets.store.transaction():  # all of the job's changes, or none
+        for relative in gone:  # first: a job may replace a file `a` by a folder `a/`
+            buckets.store.delete_file(bucket_ns, name, remote(relative))
         for relative, (xet_hash, _size) in zip(changed, hashed, strict=True):
             buckets.store.add_owner(xet_hash, bucket_ns)
             stat = (target / relative).stat()
             kind = mimetypes.guess_type(relative)[0]
+            mtime: int | None = stat.st_mtime_ns // 1_000_000
+            if not mtime_ok(mtime):
+                mtime = None  # before 1970 or after 9999: kept without one
             problem = buckets.add_file(bucket_ns, name, remote(relative), xet_hash,
-                                       stat.st_mtime_ns // 1_000_000, kind)  # fmt: skip
+                                       mtime, kind)  # fmt: skip
             if problem:
                 raise RuntimeFailure(f"volume {describe(volume)}: {relative}: {problem}")
-    for relative in gone:
-        buckets.store.delete_file(bucket_ns, name, remote(relative))
     return f"{len(changed)} file(s) written, {len(gone)} deleted in {volume['source']}"
 
 

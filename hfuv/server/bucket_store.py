@@ -3,14 +3,18 @@ namespace; a file is a path in a bucket naming a file of the CAS by its Xet hash
 
 `file_owners` remembers which namespaces uploaded (a shard defining) each file hash: a batch may
 add a file to a bucket only by a hash its namespace uploaded or already has in a bucket, so a
-hash learnt elsewhere never reads another namespace's data.
+hash learnt elsewhere never reads another namespace's data. `xorb_owners` does the same for
+xorbs: a namespace that did not upload a xorb is told it is absent (HEAD), may upload it (then
+owns it too), and cannot name it in a shard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,11 @@ CREATE TABLE IF NOT EXISTS file_owners (
     namespace TEXT NOT NULL,
     PRIMARY KEY (xet_hash, namespace)
 );
+CREATE TABLE IF NOT EXISTS xorb_owners (
+    xorb TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    PRIMARY KEY (xorb, namespace)
+);
 """
 _FILE_COLUMNS = "path, xet_hash, size, mtime_ms, uploaded_at, content_type"
 
@@ -61,7 +70,19 @@ class BucketStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a transaction runs the other methods
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every change made in the block, or (when it raises) none of them."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def _all(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -104,6 +125,23 @@ class BucketStore:
             "total_files": count,
             "size": size,
         }
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return bool(
+            self._all("SELECT 1 FROM buckets WHERE namespace = ? AND name = ?", namespace, name)
+        )
+
+    def holds(self, namespace: str, name: str, xet_hash: str) -> bool:
+        """Whether a file of the bucket is the file `xet_hash`."""
+        return bool(
+            self._all(
+                "SELECT 1 FROM bucket_files WHERE namespace = ? AND xet_hash = ? AND bucket = ? "
+                "LIMIT 1",
+                namespace,
+                xet_hash,
+                name,
+            )
+        )
 
     def names(self, namespace: str) -> list[str]:
         rows = self._all("SELECT name FROM buckets WHERE namespace = ? ORDER BY name", namespace)
@@ -165,6 +203,22 @@ class BucketStore:
             content_type,
         )
 
+    def clash(self, namespace: str, name: str, path: str) -> str | None:
+        """A file of the bucket that `path` cannot live beside: one that is a folder of `path`
+        (`a` for `a/b`), or one inside `path` taken as a folder (`a/b` for `a`)."""
+        parts = path.split("/")
+        folders = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+        rows = self._all(
+            "SELECT path FROM bucket_files WHERE namespace = ? AND bucket = ? AND (path IN "
+            f"({', '.join('?' * len(folders))}) OR substr(path, 1, ?) = ?) LIMIT 1",
+            namespace,
+            name,
+            *folders,
+            len(path) + 1,
+            f"{path}/",
+        )
+        return rows[0][0] if rows else None
+
     def delete_file(self, namespace: str, name: str, path: str) -> bool:
         return bool(
             self._run(
@@ -177,6 +231,16 @@ class BucketStore:
 
     def add_owner(self, xet_hash: str, namespace: str) -> None:
         self._run("INSERT OR IGNORE INTO file_owners VALUES (?, ?)", xet_hash, namespace)
+
+    def add_xorb_owner(self, xorb: str, namespace: str) -> bool:
+        """Record that `namespace` uploaded `xorb`; False when it had already."""
+        return bool(self._run("INSERT OR IGNORE INTO xorb_owners VALUES (?, ?)", xorb, namespace))
+
+    def owns_xorb(self, namespace: str, xorb: str) -> bool:
+        """Whether `namespace` uploaded the xorb: to any other, it is as if absent."""
+        return bool(
+            self._all("SELECT 1 FROM xorb_owners WHERE xorb = ? AND namespace = ?", xorb, namespace)
+        )
 
     def owns(self, namespace: str, xet_hash: str) -> bool:
         """Whether `namespace` uploaded the file `xet_hash` or has it in one of its buckets."""

@@ -32,7 +32,17 @@ from hfuv.server.xet.tokens import Signer
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 EMPTY_FILE = to_hex(ZERO_HASH)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_PATHS_INFO = 1000  # the official client sends batches of 1000
+MAX_JSON_BYTES = 8 * 1024 * 1024  # as the Jobs routes' MAX_BODY_BYTES
 ARTIFACTS = "jobs-artifacts"
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110's token
+CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}( *;[\x20-\x7e]{{0,200}})?", re.ASCII)
+CONTENT_TYPE_RULE = (
+    "`contentType` must be a media type, type/subtype[; params], in at most 255 printable "
+    "ASCII characters"
+)
+MAX_MTIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MTIME_RULE = "`mtime` must be milliseconds since 1970 (0 to 253402300799999, year 9999)"
 
 
 @dataclass
@@ -59,6 +69,14 @@ class Buckets:
         """Add (or replace) a file by its Xet hash; the reason it cannot be, or None."""
         if (problem := path_problem(path)) is not None:
             return problem
+        if mtime_ms is not None and not mtime_ok(mtime_ms):
+            return MTIME_RULE
+        if (other := self.store.clash(namespace, bucket, path)) is not None:
+            # a bucket is laid out as files for a job: a path is a file or a folder, not both
+            return (
+                f"`path` {path[:200]!r} and the file {other[:200]!r} cannot both be in the "
+                "bucket (a name is a file or a folder, not both); delete that one first"
+            )
         try:
             from_hex(xet_hash)
         except ValueError as exc:
@@ -83,6 +101,11 @@ class BucketApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def mtime_ok(mtime: Any) -> bool:
+    """Milliseconds since 1970, up to the end of year 9999 (what a listing can show)."""
+    return isinstance(mtime, int) and not isinstance(mtime, bool) and 0 <= mtime <= MAX_MTIME_MS
 
 
 def path_problem(path: Any) -> str | None:
@@ -113,7 +136,8 @@ def _bucket(buckets: Buckets, request: Request, identity: Identity) -> tuple[str
 
 def check_volumes(buckets: Buckets, identity: Identity, spec: dict[str, Any]) -> None:
     """ValueError naming the first bucket volume of `spec` that `identity` cannot mount: one
-    of a namespace it cannot use (a token sees only its namespaces' buckets), or none at all."""
+    of a namespace it cannot use (a token sees only its namespaces' buckets), or none at all,
+    or whose `path` is no folder a bucket can hold (`out//run`, `out/./run`)."""
     for index, volume in enumerate(spec.get("volumes") or []):
         if volume["type"] != "bucket":
             continue
@@ -121,6 +145,10 @@ def check_volumes(buckets: Buckets, identity: Identity, spec: dict[str, Any]) ->
         where = f"`volumes[{index}]` (bucket {volume['source']} at {volume['mountPath']})"
         if not identity.can_use(namespace) or buckets.store.get(namespace, name) is None:
             raise ValueError(f"{where}: no bucket {volume['source']} that this token can use")
+        folder = str(volume.get("path") or "").strip("/")
+        if folder and (problem := path_problem(folder)) is not None:
+            # what the job writes there is kept under this folder: it must be a bucket path
+            raise ValueError(f"{where}: {problem.replace('`path`', '`path` folder', 1)}")
 
 
 def _hub(request: Request) -> str:
@@ -172,8 +200,23 @@ def tree(files: list[dict[str, Any]], prefix: str, recursive: bool) -> list[dict
     return sorted(out, key=lambda item: item["path"])
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it is known to be over `limit` bytes: by its
+    Content-Length before any is read, else where the stream passes the limit."""
+    too_big = f"the request body is over {limit // (1024 * 1024)} MiB; send less"
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BucketApiError(413, too_big)
+    raw = bytearray()
+    async for piece in request.stream():
+        raw += piece
+        if len(raw) > limit:
+            raise BucketApiError(413, too_big)
+    return bytes(raw)
+
+
 async def _json(request: Request) -> Any:
-    raw = await request.body()
+    raw = await _read_body(request, MAX_JSON_BYTES)
     if not raw:
         return {}
     try:
@@ -271,7 +314,11 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
         paths = body.get("paths") if isinstance(body, dict) else None
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise BucketApiError(400, 'the body must be {"paths": [PATH, ...]}')
-        found = [buckets.store.file(namespace, name, p) for p in paths[:1000]]
+        if len(paths) > MAX_PATHS_INFO:
+            raise BucketApiError(
+                400, f"{len(paths)} paths asked for; give at most {MAX_PATHS_INFO} a request"
+            )
+        found = [buckets.store.file(namespace, name, p) for p in paths]
         return JSONResponse([file_json(f) for f in found if f is not None])
 
     def xet_token(scope: str):
@@ -292,9 +339,7 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
 
     async def batch(request: Request, identity: Identity) -> Response:
         namespace, name = _bucket(buckets, request, identity)
-        raw = await request.body()
-        if len(raw) > MAX_BATCH_BYTES:
-            raise BucketApiError(413, f"the batch is over {MAX_BATCH_BYTES} bytes; send less")
+        raw = await _read_body(request, MAX_BATCH_BYTES)
         failed: list[dict[str, str]] = []
         lines = [line for line in raw.split(b"\n") if line.strip()]
         for number, line in enumerate(lines, start=1):
@@ -308,17 +353,19 @@ def bucket_routes(buckets: Buckets, guarded) -> list[Route]:
             where = path if isinstance(path, str) else f"line {number}"
             if kind == "addFile":
                 mtime = op.get("mtime")
-                if mtime is not None and (isinstance(mtime, bool) or not isinstance(mtime, int)):
-                    failed.append({"path": where, "error": "`mtime` must be milliseconds"})
+                if mtime is not None and not mtime_ok(mtime):
+                    failed.append({"path": where, "error": MTIME_RULE})
                     continue
                 content_type = op.get("contentType")
+                if content_type is not None and not (
+                    isinstance(content_type, str)
+                    and len(content_type) <= 255
+                    and CONTENT_TYPE.fullmatch(content_type)
+                ):
+                    failed.append({"path": where, "error": CONTENT_TYPE_RULE})
+                    continue
                 problem = buckets.add_file(
-                    namespace,
-                    name,
-                    path,
-                    str(op.get("xetHash")),
-                    mtime,
-                    content_type if isinstance(content_type, str) else None,
+                    namespace, name, path, str(op.get("xetHash")), mtime, content_type
                 )
                 if problem:
                     failed.append({"path": where, "error": problem})

@@ -7,6 +7,7 @@ tick from now.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -105,7 +106,10 @@ class Scheduler:
                 if record["suspend"] or due is None or due > now:
                     continue
                 if record["concurrency"] or not self._active(record):
-                    self._run(record)
+                    # A run refused (e.g. a bucket its creator may no longer mount) is skipped;
+                    # the next is at its time.
+                    with contextlib.suppress(Exception):
+                        self._run(record)
                     record = self.store.get_doc("schedule", record["id"]) or record
                 record["nextRunAt"] = next_tick(record["schedule"], now)
                 self.store.put_doc("schedule", record)

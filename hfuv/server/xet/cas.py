@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +97,15 @@ class Cas:
         _write(path.with_name(f"{name}.json"), json.dumps(index).encode())
         return True
 
-    def chunks(self, name: str) -> list[StoredChunk]:
+    def chunks(
+        self, name: str, cache: dict[str, list[StoredChunk]] | None = None
+    ) -> list[StoredChunk]:
+        """The xorb's chunk index; read once per `cache` (one per request: a shard or a
+        reconstruction names one xorb in many terms, and an index is up to 8192 entries)."""
+        if cache is not None:
+            if name not in cache:
+                cache[name] = self.chunks(name)
+            return cache[name]
         try:
             index = json.loads((self._xorb_path(name).with_name(f"{name}.json")).read_bytes())
         except FileNotFoundError:
@@ -112,15 +120,22 @@ class Cas:
 
     # files
 
-    def put_shard(self, body: bytes) -> list[StoredFile]:
-        """The files the shard defines, each verified and kept; CasError for the first problem."""
+    def put_shard(
+        self, body: bytes, usable: Callable[[str], bool] | None = None
+    ) -> list[StoredFile]:
+        """The files the shard defines, each verified and kept; CasError for the first problem.
+        With `usable`, a xorb it says False for is taken as not stored (another namespace's)."""
         try:
             parsed = shards.parse(body)
         except shards.ShardError as exc:
             raise CasError(str(exc)) from None
+        cache: dict[str, list[StoredChunk]] = {}
         for listed in parsed.xorbs:
-            self._check_listing(listed)
-        stored = [self._verified_file(info, index) for index, info in enumerate(parsed.files)]
+            self._check_listing(listed, cache, usable)
+        stored = [
+            self._verified_file(info, index, cache, usable)
+            for index, info in enumerate(parsed.files)
+        ]
         for record in stored:
             path = self.root / "files" / f"{record.hash}.json"
             if not path.is_file():
@@ -131,15 +146,26 @@ class Cas:
                 _write(path, json.dumps(doc).encode())
         return stored
 
-    def _check_listing(self, listed: shards.XorbInfo) -> None:
+    def _check_listing(
+        self,
+        listed: shards.XorbInfo,
+        cache: dict[str, list[StoredChunk]],
+        usable: Callable[[str], bool] | None,
+    ) -> None:
         name = to_hex(listed.hash)
-        if not self.has_xorb(name):
+        if not self.has_xorb(name) or (usable is not None and not usable(name)):
             raise CasError(f"the shard lists xorb {name}, which was not uploaded")
-        chunks = self.chunks(name)
+        chunks = self.chunks(name, cache)
         if [c.hash for c in chunks] != [to_hex(h) for h in listed.chunk_hashes]:
             raise CasError(f"the shard lists chunks of xorb {name} that are not the stored ones")
 
-    def _verified_file(self, info: shards.FileInfo, index: int) -> StoredFile:
+    def _verified_file(
+        self,
+        info: shards.FileInfo,
+        index: int,
+        cache: dict[str, list[StoredChunk]],
+        usable: Callable[[str], bool] | None,
+    ) -> StoredFile:
         name = to_hex(info.hash)
         where = f"file {index} ({name})"
         if info.terms and info.verification is None:
@@ -149,7 +175,9 @@ class Cas:
         for number, term in enumerate(info.terms):
             xorb = to_hex(term.xorb)
             try:
-                chunks = self.chunks(xorb)
+                if usable is not None and not usable(xorb):
+                    raise NotStored(xorb)
+                chunks = self.chunks(xorb, cache)
             except NotStored:
                 raise CasError(
                     f"{where}: term {number} names xorb {xorb}, which is not "
@@ -198,8 +226,9 @@ class Cas:
 
     def read_file(self, name: str) -> Iterator[bytes]:
         """The file's bytes, term by term (each chunk decompressed)."""
+        cache: dict[str, list[StoredChunk]] = {}
         for term in self.file(name).terms:
-            chunks = self.chunks(term.xorb)
+            chunks = self.chunks(term.xorb, cache)
             first, last = chunks[term.chunk_start], chunks[term.chunk_end - 1]
             data = self.xorb_bytes(term.xorb, first.start, last.end)
             _, datas = xorbs.chunks_of(data)

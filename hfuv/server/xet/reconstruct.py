@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hfuv.server.xet.cas import Cas, StoredFile
+from hfuv.server.xet.cas import Cas, StoredChunk, StoredFile
 
 
 class RangeNotSatisfiable(ValueError):
@@ -33,14 +33,17 @@ def terms_of(
     record: StoredFile,
     url_of: Callable[[str, int, int], str],
     byte_range: tuple[int, int] | None = None,
+    cache: dict[str, list[StoredChunk]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], int]:
     """(terms, fetch_info, offset_into_first_range) for the file, or for [start, end] of it."""
     start, end = byte_range if byte_range else (0, record.size - 1)
     terms: list[dict[str, Any]] = []
     fetch: dict[str, list[dict[str, Any]]] = {}
     offset, skip = 0, None
+    cache = {} if cache is None else cache
     for term in record.terms:
-        chunks = cas.chunks(term.xorb)[term.chunk_start : term.chunk_end]
+        picked = cas.chunks(term.xorb, cache)
+        chunks = picked[term.chunk_start : term.chunk_end]
         first = last = None
         for index, chunk in enumerate(chunks, start=term.chunk_start):
             chunk_end = offset + chunk.size
@@ -53,7 +56,6 @@ def terms_of(
             offset = chunk_end
         if first is None or last is None:
             continue
-        picked = cas.chunks(term.xorb)
         unpacked = sum(c.size for c in picked[first : last + 1])
         terms.append(
             {

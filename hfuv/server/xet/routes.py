@@ -49,6 +49,10 @@ def _grant(buckets: Any, request: Request, scope: str) -> Grant:
             "Missing, invalid or expired Xet token; get a new one from "
             "the bucket's xet-read-token or xet-write-token route",
         )
+    if not buckets.store.exists(grant.namespace, grant.bucket):
+        raise CasApiError(
+            401, f"This Xet token is for bucket {grant.namespace}/{grant.bucket}, which is gone"
+        )
     if scope == "write" and grant.scope != "write":
         raise CasApiError(403, "This Xet token is read-only; uploads need a write token")
     return grant
@@ -101,17 +105,21 @@ def cas_routes(buckets: Any) -> list[Route]:
         _prefix(request)
         name = _hash(request)
         if request.method == "HEAD":
-            _grant(buckets, request, "read")
-            if not buckets.cas.has_xorb(name):
+            grant = _grant(buckets, request, "read")
+            # a xorb another namespace uploaded is absent to this one (its content is theirs)
+            owned = buckets.store.owns_xorb(grant.namespace, name)
+            if not owned or not buckets.cas.has_xorb(name):
                 raise CasApiError(404, f"No xorb {name}")
             size = (buckets.cas.root / "xorbs" / name).stat().st_size
             return Response(status_code=200, headers={"Content-Length": str(size)})
-        _grant(buckets, request, "write")
+        grant = _grant(buckets, request, "write")
         body = await _body(request, MAX_XORB_BYTES, "the xorb")
         try:
-            inserted = await asyncio.to_thread(buckets.cas.put_xorb, name, body)
+            await asyncio.to_thread(buckets.cas.put_xorb, name, body)
         except CasError as exc:
             raise CasApiError(400, f"xorb {name} refused: {exc}") from None
+        # new to this namespace or not: whether another namespace stored it is not told
+        inserted = buckets.store.add_xorb_owner(name, grant.namespace)
         return JSONResponse({"was_inserted": inserted})
 
     async def shard(request: Request) -> Response:
@@ -120,7 +128,11 @@ def cas_routes(buckets: Any) -> list[Route]:
 
         body = await _body(request, MAX_SHARD_BYTES, "the shard")
         try:
-            files = await asyncio.to_thread(buckets.cas.put_shard, body)
+            files = await asyncio.to_thread(
+                buckets.cas.put_shard,
+                body,
+                lambda xorb: buckets.store.owns_xorb(grant.namespace, xorb),
+            )
         except CasError as exc:
             raise CasApiError(400, f"shard refused: {exc}") from None
         for record in files:
@@ -128,7 +140,13 @@ def cas_routes(buckets: Any) -> list[Route]:
         return JSONResponse({"result": 1})
 
     def readable(grant: Grant, name: str):
-        if not buckets.store.owns(grant.namespace, name):
+        # A read token reads the files of its bucket; a write token those its namespace
+        # uploaded or holds (the upload it is for may not be in the bucket yet).
+        if grant.scope == "write":
+            allowed = buckets.store.owns(grant.namespace, name)
+        else:
+            allowed = buckets.store.holds(grant.namespace, grant.bucket, name)
+        if not allowed:
             raise CasApiError(404, f"No file {name}")
         try:
             return buckets.cas.file(name)
@@ -177,13 +195,16 @@ def cas_routes(buckets: Any) -> list[Route]:
             raise CasApiError(400, "give file ids as a JSON array of strings (or ?file_id=)")
         files: dict[str, Any] = {}
         fetch_info: dict[str, list[Any]] = {}
+        cache: dict[str, Any] = {}  # each xorb's chunk index read once for all the files
         for name in dict.fromkeys(ids):
             try:
                 from_hex(name)
             except ValueError as exc:
                 raise CasApiError(400, str(exc)) from None
             record = readable(grant, name)
-            terms, fetch, _ = reconstruct.terms_of(buckets.cas, record, url_of(request))
+            terms, fetch, _ = await asyncio.to_thread(
+                reconstruct.terms_of, buckets.cas, record, url_of(request), None, cache
+            )
             files[name] = terms
             for xorb_name, entries in fetch.items():
                 fetch_info.setdefault(xorb_name, []).extend(entries)

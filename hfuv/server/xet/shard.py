@@ -17,6 +17,10 @@ BOOKEND = b"\xff" * 32
 WITH_VERIFICATION = 1 << 31
 WITH_METADATA_EXT = 1 << 30
 MAX_SHARD_BYTES = 64 * 1024 * 1024
+# What verifying a shard costs is linear in the chunks its terms name (each is hashed twice):
+# 8M is a file of ~512 GB in 64 KiB chunks, verified in about a minute.
+MAX_SHARD_TERMS = 1 << 20
+MAX_SHARD_TERM_CHUNKS = 1 << 23
 
 
 class ShardError(ValueError):
@@ -76,6 +80,7 @@ def parse(body: bytes) -> Shard:
     reader = _Reader(body)
     reader.offset = 48
     files: list[FileInfo] = []
+    term_count = term_chunks = 0
     while True:
         header = reader.entry("the file info section")
         if header[:32] == BOOKEND:
@@ -87,6 +92,12 @@ def parse(body: bytes) -> Shard:
             _, unpacked, start, end = struct.unpack_from("<IIII", entry, 32)
             if end <= start:
                 raise ShardError(f"file {len(files)} has a term with chunk range [{start}, {end})")
+            term_count, term_chunks = term_count + 1, term_chunks + end - start
+            if term_count > MAX_SHARD_TERMS or term_chunks > MAX_SHARD_TERM_CHUNKS:
+                raise ShardError(
+                    f"the shard's terms are over {MAX_SHARD_TERMS} or name over "
+                    f"{MAX_SHARD_TERM_CHUNKS} chunks in all; upload fewer files per shard"
+                )
             terms.append(Term(entry[:32], unpacked, start, end))
         verification = None
         if flags & WITH_VERIFICATION:

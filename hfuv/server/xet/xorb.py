@@ -18,6 +18,7 @@ HEADER_SIZE = 8
 FOOTER_MAGIC = b"XETBLOB"
 MAX_XORB_BYTES = 64 * 1024 * 1024
 MAX_CHUNK_BYTES = 128 * 1024
+MAX_XORB_CHUNKS = 8 * 1024  # xet-core's MAX_XORB_CHUNKS
 SCHEMES = {0: "none", 1: "LZ4", 2: "byte-grouping-4 LZ4"}
 
 
@@ -46,14 +47,26 @@ def _ungroup(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _lz4(data: bytes, size: int) -> bytes:
+    """The LZ4 frame `data`, expanded to at most `size` + 1 bytes: a frame that says more than
+    its chunk header is refused without being expanded (a few MB could hold gigabytes)."""
+    decompressor = lz4.frame.LZ4FrameDecompressor()
+    try:
+        raw = decompressor.decompress(data, max_length=size + 1)
+    except RuntimeError as exc:
+        raise XorbError(f"a chunk's LZ4 data does not decompress: {exc}") from None
+    if len(raw) > size:
+        raise XorbError(f"a chunk decompresses to more than the {size} bytes its header says")
+    if not decompressor.eof:
+        raise XorbError("a chunk's LZ4 data does not decompress: the frame is incomplete")
+    return raw
+
+
 def decompress(scheme: int, data: bytes, size: int) -> bytes:
     if scheme == 0:
         raw = data
     elif scheme in (1, 2):
-        try:
-            raw = lz4.frame.decompress(data)
-        except RuntimeError as exc:
-            raise XorbError(f"a chunk's LZ4 data does not decompress: {exc}") from None
+        raw = _lz4(data, size)
         if scheme == 2:
             raw = _ungroup(raw)
     else:
@@ -63,14 +76,18 @@ def decompress(scheme: int, data: bytes, size: int) -> bytes:
     return raw
 
 
-def chunks_of(body: bytes) -> tuple[list[Chunk], list[bytes]]:
-    """Each chunk of `body` and its uncompressed bytes; XorbError for a malformed xorb."""
+def chunks_of(body: bytes, keep_data: bool = True) -> tuple[list[Chunk], list[bytes]]:
+    """Each chunk of `body` and (with `keep_data`) its uncompressed bytes; XorbError for a
+    malformed xorb. Without `keep_data`, at most one chunk is held uncompressed (a 64 MiB
+    xorb can expand to 1 GiB)."""
     chunks: list[Chunk] = []
     datas: list[bytes] = []
     offset = 0
     while offset < len(body):
         if body.startswith(FOOTER_MAGIC, offset):
             break  # the metadata footer: the chunks are all read
+        if len(chunks) == MAX_XORB_CHUNKS:
+            raise XorbError(f"the xorb has over {MAX_XORB_CHUNKS} chunks, the protocol's limit")
         if len(body) - offset < HEADER_SIZE:
             raise XorbError(f"truncated chunk header at byte {offset}")
         header = body[offset : offset + HEADER_SIZE]
@@ -86,7 +103,8 @@ def chunks_of(body: bytes) -> tuple[list[Chunk], list[bytes]]:
             raise XorbError(f"chunk {len(chunks)} runs past the end of the xorb")
         raw = decompress(scheme, body[offset + HEADER_SIZE : end], size)
         chunks.append(Chunk(chunk_hash(raw), size, offset, end))
-        datas.append(raw)
+        if keep_data:
+            datas.append(raw)
         offset = end
     if not chunks:
         raise XorbError("the xorb has no chunks")
@@ -98,7 +116,7 @@ def verify(name: str, body: bytes) -> list[Chunk]:
     recomputed from them and matches; XorbError otherwise."""
     if len(body) > MAX_XORB_BYTES:
         raise XorbError(f"the xorb is {len(body)} bytes, over the 64 MiB limit")
-    chunks, _ = chunks_of(body)
+    chunks, _ = chunks_of(body, keep_data=False)
     computed = to_hex(xorb_hash([(c.hash, c.size) for c in chunks]))
     if computed != name:
         raise XorbError(
