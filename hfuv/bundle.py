@@ -4,7 +4,8 @@ A gzip-compressed POSIX (pax) tar of the files in name order, with no times, own
 folders, base64-encoded and split in order across HFUV_BUNDLE_0, HFUV_BUNDLE_1, … The archive
 is written here, byte for byte as `tarfile` and `gzip` write it with those settings (a test
 holds the two to it), for two reasons: a bundle's bytes, and so its sha256, do not depend on
-the Python that made it, and the replay of an edited script does not pay for importing
+the Python version that made it (only on zlib's deflate, the same in every CPython build that
+uses stock zlib), and the replay of an edited script does not pay for importing
 tarfile, which costs a tenth of such a run. The bootstrap reads it with `tarfile`. Kept apart
 from payload.py, which costs far more to import than a replayed run takes.
 """

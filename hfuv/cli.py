@@ -9,7 +9,6 @@ stdout carries results (JSON, job specs, the script's own output); stderr carrie
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -25,9 +24,6 @@ RUN_CONTEXT = {
 }
 
 
-NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
 class LaunchCommand(click.Command):
     """A command that launches a script or a command and passes it the options hfuv does not
     know, except those that look like a mistake (`hfuv.passthrough`)."""
@@ -37,7 +33,7 @@ class LaunchCommand(click.Command):
         self.passes_to = passes_to
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        from hfuv.passthrough import check
+        from hfuv.passthrough import check, negative_numbers_protected
 
         own = {
             name: None if option.is_flag or option.count else value_spelling(option)
@@ -50,21 +46,12 @@ class LaunchCommand(click.Command):
                 for name in option_names(option):
                     if name not in own:
                         others.setdefault(name, []).append(path)
-        # A negative number (`--lr -1e-4`) is a value, never a cluster of short options (click
-        # would read `-1e-4` as -1 and `-e -4`): it goes through click as a placeholder.
-        numbers = {f"\0{index}\0": arg for index, arg in enumerate(args)
-                   if NEGATIVE_NUMBER.fullmatch(arg)}  # fmt: skip
-        protected = [f"\0{index}\0" if NEGATIVE_NUMBER.fullmatch(arg) else arg
-                     for index, arg in enumerate(args)]  # fmt: skip
+        protected, restore = negative_numbers_protected(args)
         check(protected, own, others, where=ctx.command_path, target=self.passes_to)
-        rest = [numbers.get(arg, arg) for arg in super().parse_args(ctx, protected)]
+        rest = restore(super().parse_args(ctx, protected))
         for name, value in ctx.params.items():
-            if isinstance(value, str):
-                ctx.params[name] = numbers.get(value, value)
-            elif isinstance(value, tuple):
-                ctx.params[name] = tuple(
-                    numbers.get(item, item) if isinstance(item, str) else item for item in value
-                )
+            if isinstance(value, (str, tuple)):
+                ctx.params[name] = restore(value)
         self.refuse_options_as_arguments(ctx)
         return rest
 

@@ -175,11 +175,7 @@ class JobsClient:
         5xx. Others only when nothing was processed (no connection, 429); an ambiguous failure
         (timeout, reset after sending, 5xx) is raised as AmbiguousError for the caller to settle.
         """
-        if not self.token:
-            raise AuthError(
-                "no Hugging Face token",
-                hint="set HF_TOKEN, run `hf auth login`, or pass --token",
-            )
+        self._require_token()
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE") or path.endswith("/cancel")
         backoff = Backoff(attempts=attempts)
@@ -223,6 +219,13 @@ class JobsClient:
             self.on_retry(f"{failure}; retrying in {delay:.1f}s ({backoff.tried}/"
                           f"{backoff.attempts - 1})")  # fmt: skip
             time.sleep(delay)
+
+    def _require_token(self) -> None:
+        if not self.token:
+            raise AuthError(
+                "no Hugging Face token",
+                hint="set HF_TOKEN, run `hf auth login`, or pass --token",
+            )
 
     def _exchange(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request and its whole answer, within the request deadline and the size limit."""
@@ -432,9 +435,7 @@ class JobsClient:
 
         The Hub may redirect a download to its storage: httpx follows, and drops the token
         when the redirect leaves the endpoint's origin."""
-        if not self.token:
-            raise AuthError("no Hugging Face token",
-                            hint="set HF_TOKEN, run `hf auth login`, or pass --token")  # fmt: skip
+        self._require_token()
         path = f"/buckets/{bucket}/resolve/{quote(name, safe='/')}"
         backoff = Backoff()
         while True:

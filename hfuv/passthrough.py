@@ -9,9 +9,32 @@ and `-abc` is a cluster of short options (`-e K=V` may be written `-eK=V`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from hfuv.errors import UsageError
+
+NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def negative_numbers_protected(args: Sequence[str]) -> tuple[list[str], Callable[[Any], Any]]:
+    """`args` with each negative number (`-1e-4`, `-5`, `-.5`) as a placeholder, and what puts
+    them back in a parsed value (a string, or a tuple of them). click would read `-1e-4` as
+    the short options -1 and `-e -4`; a number is a value, never an option."""
+    numbers = {f"\0{index}\0": arg for index, arg in enumerate(args)
+               if NEGATIVE_NUMBER.fullmatch(arg)}  # fmt: skip
+    protected = [f"\0{index}\0" if f"\0{index}\0" in numbers else arg
+                 for index, arg in enumerate(args)]  # fmt: skip
+
+    def restore(value: Any) -> Any:
+        if isinstance(value, str):
+            return numbers.get(value, value)
+        if isinstance(value, (list, tuple)):
+            return type(value)(restore(item) for item in value)
+        return value
+
+    return protected, restore
 
 
 def check(args: Sequence[str], own: Mapping[str, str | None],

@@ -268,11 +268,16 @@ print("helper:", helper.VALUE, "demo:", hfuv_demo_a.VALUE, "args:", sys.argv[1:]
 """
 
 
-@pytest.fixture
-def podman_server(tmp_path: Path):
+def started_on_podman(data: Path, kind: type[ServerProcess] = ServerProcess) -> ServerProcess:
+    """A server of `kind` on the podman runtime (the test skips without podman)."""
     if problem := podman_problem():
         pytest.skip(problem)
-    server = ServerProcess(tmp_path / "server-data", "--runtime", "podman").start()
+    return kind(data, "--runtime", "podman").start()
+
+
+@pytest.fixture
+def podman_server(tmp_path: Path):
+    server = started_on_podman(tmp_path / "server-data")
     yield server
     server.stop()
 

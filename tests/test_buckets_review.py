@@ -15,20 +15,26 @@ from typing import ClassVar
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.images import busybox_image, podman_problem, uv_image
+from tests.images import busybox_image, uv_image
 
 hf_xet = pytest.importorskip("hf_xet")
 pytest.importorskip("blake3")
 lz4_frame = pytest.importorskip("lz4.frame")
 
 from hfuv.server.xet import hashes  # noqa: E402
-from tests.test_buckets import call, chunk, hf_api  # noqa: E402
+from tests.test_buckets import call, chunk, hf_api, started_on_podman  # noqa: E402
 
 
 def xet_token(server: ServerProcess, bucket: str, scope: str = "write", token: str = "token-me"):
     status, _, body = call(server, "GET", f"/api/buckets/{bucket}/xet-{scope}-token", token=token)
     assert status == 200, body
     return json.loads(body)["accessToken"]
+
+
+def post_xorb(server: ServerProcess, name: str, body: bytes, token: str):
+    """POST a xorb `name` to the CAS: (status, headers, body)."""
+    url = f"{server.url}/cas/v1/xorbs/default/{name}"
+    return call(server, "POST", "", body, token=token, url=url)
 
 
 def upload(server: ServerProcess, bucket: str, data: bytes, token: str = "token-me") -> str:
@@ -41,14 +47,7 @@ def upload(server: ServerProcess, bucket: str, data: bytes, token: str = "token-
         name = handle.result().xet_info.hash
         for xorb in Path(scratch).glob("cas/**/xorbs/xorbs/default.*"):
             if len(xorb.suffix) == 65:
-                status, _, body = call(
-                    server,
-                    "POST",
-                    "",
-                    xorb.read_bytes(),
-                    token=xet,
-                    url=f"{server.url}/cas/v1/xorbs/default/{xorb.suffix[1:]}",
-                )
+                status, _, body = post_xorb(server, xorb.suffix[1:], xorb.read_bytes(), xet)
                 assert status == 200, body
         for shard in Path(scratch).glob("cas/**/xorbs/shards/*.mdb"):
             status, _, body = call(
@@ -133,14 +132,7 @@ def test_a_lz4_chunk_is_not_decompressed_past_its_declared_size(server: ServerPr
     frame = lz4_bomb(1024**3)
     header = b"\x00" + len(frame).to_bytes(3, "little") + b"\x01" + (1024).to_bytes(3, "little")
     before = peak_memory_kib(server)
-    status, _, body = call(
-        server,
-        "POST",
-        "",
-        header + frame,
-        token=token,
-        url=f"{server.url}/cas/v1/xorbs/default/{'1' * 64}",
-    )
+    status, _, body = post_xorb(server, "1" * 64, header + frame, token)
     assert status == 400, body
     grown = peak_memory_kib(server) - before
     assert grown < 256 * 1024, f"the server's peak memory grew by {grown // 1024} MiB"
@@ -155,14 +147,7 @@ def test_a_xorb_of_more_chunks_than_the_protocol_allows_is_refused(server: Serve
     datas = [index.to_bytes(2, "little") for index in range(20_000)]
     leaves = [(hashes.chunk_hash(d), len(d)) for d in datas]
     name = hashes.to_hex(hashes.xorb_hash(leaves))
-    status, _, body = call(
-        server,
-        "POST",
-        "",
-        b"".join(chunk(d) for d in datas),
-        token=token,
-        url=f"{server.url}/cas/v1/xorbs/default/{name}",
-    )
+    status, _, body = post_xorb(server, name, b"".join(chunk(d) for d in datas), token)
     assert status == 400, body
     assert b"chunks" in body
 
@@ -181,13 +166,8 @@ def test_a_shard_of_many_terms_is_verified_in_linear_time(server: ServerProcess)
     raw = [hashes.chunk_hash(d) for d in datas]
     leaves = [(h, 8) for h in raw]
     xorb = hashes.xorb_hash(leaves)
-    status, _, body = call(
-        server,
-        "POST",
-        "",
-        b"".join(chunk(d) for d in datas),
-        token=token,
-        url=f"{server.url}/cas/v1/xorbs/default/{hashes.to_hex(xorb)}",
+    status, _, body = post_xorb(
+        server, hashes.to_hex(xorb), b"".join(chunk(d) for d in datas), token
     )
     assert status == 200, body
     picks = list(range(1500))
@@ -320,14 +300,7 @@ def test_a_xet_token_ends_with_its_bucket(server: ServerProcess) -> None:
     api.delete_bucket("me/gone")
     data = b"after the bucket was deleted"
     name = hashes.to_hex(hashes.xorb_hash([(hashes.chunk_hash(data), len(data))]))
-    status, _, body = call(
-        server,
-        "POST",
-        "",
-        chunk(data),
-        token=token,
-        url=f"{server.url}/cas/v1/xorbs/default/{name}",
-    )
+    status, _, body = post_xorb(server, name, chunk(data), token)
     assert status in (401, 403, 404), body
 
 
@@ -341,9 +314,7 @@ class OrgServer(ServerProcess):
 
 @pytest.fixture
 def org_podman_server(tmp_path: Path):
-    if problem := podman_problem():
-        pytest.skip(problem)
-    server = OrgServer(tmp_path / "server-data", "--runtime", "podman").start()
+    server = started_on_podman(tmp_path / "server-data", OrgServer)
     yield server
     server.stop()
 
@@ -418,9 +389,7 @@ def test_a_webhook_cannot_mount_a_bucket_its_creator_cannot_use(
 
 @pytest.fixture
 def podman_server(tmp_path: Path):
-    if problem := podman_problem():
-        pytest.skip(problem)
-    server = ServerProcess(tmp_path / "server-data", "--runtime", "podman").start()
+    server = started_on_podman(tmp_path / "server-data")
     yield server
     server.stop()
 

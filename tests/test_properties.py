@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hfuv import pep723
@@ -156,6 +156,7 @@ PATHS = st.lists(SEGMENTS, min_size=1, max_size=4).map("/".join)
 
 @settings(deadline=None)
 @given(st.dictionaries(PATHS, st.binary(max_size=3000), min_size=1, max_size=6))
+@example({"a" * 99: b"", "b" * 100: b"x", "c" * 101: b"y" * 512, "d/" * 60 + "e": b"z"})
 def test_the_bundle_is_the_archive_tarfile_and_gzip_write(files: dict[str, bytes]) -> None:
     """Long names, non-ASCII ones and names that are not UTF-8 included."""
     assert make_bundle(files) == tarfile_bundle(files)

@@ -582,25 +582,44 @@ async def _follow_log(state: ServerState, job_id: str, tail: int | None) -> Asyn
     if tail is not None:  # found from the end of the log, off the event loop
         cursor = await asyncio.to_thread(state.logs.tail_start, job_id, tail)
     lines, cursor = state.logs.read(job_id, cursor)
-    last_sent = time.monotonic()
-    caught_up = False
+    quiet = _Quiet(state.keepalive_seconds)
     while True:
         if lines:
             yield b"".join(b"data: " + line + b"\n\n" for line in lines)
-            last_sent = time.monotonic()
+            quiet.sent()
         record = state.store.get(job_id)
         ended = record is None or record.terminal
         lines, cursor = state.logs.read(job_id, cursor)
         if ended and not lines:
             return
         if not lines:
-            if not caught_up:
-                yield b": caught-up\n\n"
-                caught_up, last_sent = True, time.monotonic()
-            elif time.monotonic() - last_sent >= state.keepalive_seconds:
-                yield b": keep-alive\n\n"
-                last_sent = time.monotonic()
+            if mark := quiet.mark():
+                yield mark
             await asyncio.sleep(state.poll_seconds)
+
+
+class _Quiet:
+    """What a stream sends while it has nothing new: `: caught-up` once (the replay is over;
+    a client that is not following stops there), then `: keep-alive` every so often."""
+
+    def __init__(self, keepalive_seconds: float) -> None:
+        self.keepalive_seconds = keepalive_seconds
+        self.caught_up = False
+        self.last_sent = time.monotonic()
+
+    def sent(self) -> None:
+        self.last_sent = time.monotonic()
+
+    def mark(self) -> bytes:
+        """The comment to send now (b"" when none is due)."""
+        if not self.caught_up:
+            self.caught_up = True
+            self.sent()
+            return b": caught-up\n\n"
+        if time.monotonic() - self.last_sent >= self.keepalive_seconds:
+            self.sent()
+            return b": keep-alive\n\n"
+        return b""
 
 
 def _metrics(state: ServerState):
@@ -634,7 +653,7 @@ def _events(state: ServerState):
         record = _job(state, request, identity)
 
         async def stream() -> AsyncIterator[bytes]:
-            seen, last_sent, caught_up = 0, time.monotonic(), False
+            seen, quiet = 0, _Quiet(state.keepalive_seconds)
             while True:
                 current = state.store.get(record.id)
                 events = state.store.events(record.id, seen)
@@ -644,16 +663,12 @@ def _events(state: ServerState):
                     if message is not None:
                         event["message"] = message
                     yield b"data: " + json.dumps(event).encode() + b"\n\n"
-                    last_sent = time.monotonic()
+                    quiet.sent()
                 if current is None or (current.terminal and not events):
                     return
                 if not events:
-                    if not caught_up:
-                        yield b": caught-up\n\n"
-                        caught_up, last_sent = True, time.monotonic()
-                    elif time.monotonic() - last_sent >= state.keepalive_seconds:
-                        yield b": keep-alive\n\n"
-                        last_sent = time.monotonic()
+                    if mark := quiet.mark():
+                        yield mark
                     await asyncio.sleep(state.poll_seconds)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers=_SSE_HEADERS)

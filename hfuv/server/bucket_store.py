@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hfuv.server.store import transaction
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (
     namespace TEXT NOT NULL,
@@ -75,14 +77,8 @@ class BucketStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Every change made in the block, or (when it raises) none of them."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, transaction(self._db, "BEGIN IMMEDIATE"):
+            yield
 
     def _all(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -402,15 +403,8 @@ class Store:
                 (webhook_id, digest, time.time(), json.dumps(jobs)),
             )
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db)
 
     def _has_table(self, name: str) -> bool:
         found = self._db.execute(
@@ -465,3 +459,15 @@ class Store:
         if environment is None and "environment" in spec:  # a row from before the column
             environment = json.dumps(spec.pop("environment"))
         return JobRecord(spec=spec, **values), environment
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """Every change made on `db` in the block, or (when it raises) none of them."""
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
